@@ -1,0 +1,1 @@
+//! Builds: stacks, buildpacks, slugs.

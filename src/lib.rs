@@ -1,0 +1,7 @@
+//! slipway: buildpack builds, an OCI container runtime of its own, and a supervisor for apps.
+//!
+//! Layers (dependencies point down only): `build` uses `runtime` and `network`;
+//! `runtime` and `network` know nothing of apps.
+pub mod build;
+pub mod network;
+pub mod runtime;

@@ -1,0 +1,1 @@
+//! Container networking through CNI plugins; knows nothing of apps.
