@@ -1,8 +1,22 @@
 //! slipway's OCI container runtime: an OCI runtime spec (config.json) becomes a running,
 //! isolated container. Knows nothing of apps.
 //!
-//! One file per kernel concern, in the style of crun: `namespaces`, `rootfs`, `cgroups`,
-//! `seccomp`, `capabilities`, `console`, `hooks`; `process` holds the clone and init handshake,
-//! `container` the lifecycle (create, start, kill, delete, exec) over `state`.
+//! One file per kernel concern, in the style of crun: `namespaces` (in `process`), `rootfs`,
+//! `cgroups`, `seccomp`, `capabilities`, `console`, `hooks`; `process` holds the fork stages and
+//! the last steps before exec, `init` the container init, `container` the lifecycle over `state`.
+pub mod capabilities;
 pub mod cgroups;
+pub mod console;
+pub mod container;
+pub mod error;
+pub mod hooks;
+pub mod init;
+pub mod mountopts;
+pub mod process;
+pub mod rootfs;
 pub mod seccomp;
+pub mod spec;
+pub mod state;
+pub mod sync;
+
+pub use error::{Result, RuntimeError};

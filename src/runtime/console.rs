@@ -1,0 +1,92 @@
+//! Terminals: the init opens a pty inside the container's devpts and hands the master to the
+//! caller over a unix socket (`--console-socket`) with SCM_RIGHTS, as runc does.
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+
+use super::error::{Result, RuntimeError};
+
+/// Connect to the caller's console socket (before fork, in the runtime's mount namespace).
+pub fn connect(path: &Path) -> Result<OwnedFd> {
+    let s = UnixStream::connect(path).map_err(|e| {
+        RuntimeError::Invalid(format!("console socket {}: {e}: the caller must listen on it", path.display()))
+    })?;
+    Ok(OwnedFd::from(s))
+}
+
+/// Open a new pty in the container; returns (master, slave, slave path).
+pub fn open_pty() -> Result<(OwnedFd, OwnedFd, String)> {
+    // SAFETY: plain libc calls on descriptors we own.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if master < 0 {
+            return Err(RuntimeError::Init(format!("open /dev/ptmx: {}", std::io::Error::last_os_error())));
+        }
+        let master = OwnedFd::from_raw_fd(master);
+        if libc::grantpt(master.as_raw_fd()) != 0 || libc::unlockpt(master.as_raw_fd()) != 0 {
+            return Err(RuntimeError::Init(format!("unlock pty: {}", std::io::Error::last_os_error())));
+        }
+        let mut buf = [0 as libc::c_char; 128];
+        if libc::ptsname_r(master.as_raw_fd(), buf.as_mut_ptr(), buf.len()) != 0 {
+            return Err(RuntimeError::Init(format!("ptsname: {}", std::io::Error::last_os_error())));
+        }
+        let name = std::ffi::CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned();
+        let cname = std::ffi::CString::new(name.clone()).expect("no NUL in pts name");
+        let slave = libc::open(cname.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if slave < 0 {
+            return Err(RuntimeError::Init(format!("open {name}: {}", std::io::Error::last_os_error())));
+        }
+        Ok((master, OwnedFd::from_raw_fd(slave), name))
+    }
+}
+
+/// Send a descriptor over a connected unix socket.
+pub fn send_fd(socket: RawFd, fd: RawFd) -> Result<()> {
+    let fds = [fd];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [IoSlice::new(b"console")];
+    sendmsg::<()>(socket, &iov, &cmsg, MsgFlags::empty(), None)
+        .map_err(|e| RuntimeError::Init(format!("send the pty over the console socket: {e}")))?;
+    Ok(())
+}
+
+/// Receive a descriptor sent with `send_fd`.
+pub fn recv_fd(socket: RawFd) -> Result<OwnedFd> {
+    let mut buf = [0u8; 64];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(socket, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| RuntimeError::Init(format!("receive the pty: {e}")))?;
+    for c in msg.cmsgs().map_err(|e| RuntimeError::Init(format!("receive the pty: {e}")))? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(fd) = fds.first() {
+                // SAFETY: the kernel just installed this descriptor for us.
+                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err(RuntimeError::Init("no descriptor arrived on the console socket".into()))
+}
+
+/// Make `slave` the controlling terminal and the stdio of the calling process.
+pub fn become_terminal(slave: &OwnedFd, rows: u32, cols: u32) -> Result<()> {
+    // SAFETY: plain libc calls on a descriptor we own.
+    unsafe {
+        if rows > 0 || cols > 0 {
+            let ws = libc::winsize { ws_row: rows as u16, ws_col: cols as u16, ws_xpixel: 0, ws_ypixel: 0 };
+            libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+        }
+        for target in 0..3 {
+            if libc::dup2(slave.as_raw_fd(), target) < 0 {
+                return Err(RuntimeError::Init(format!("dup pty: {}", std::io::Error::last_os_error())));
+            }
+        }
+        if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+            return Err(RuntimeError::Init(format!("set controlling terminal: {}", std::io::Error::last_os_error())));
+        }
+    }
+    Ok(())
+}

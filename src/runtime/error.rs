@@ -1,0 +1,47 @@
+//! The runtime's error type: every variant says what failed, on what, and what to do next.
+use std::path::PathBuf;
+
+use super::cgroups::CgroupError;
+use super::seccomp::SeccompError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("invalid container id {0:?}: use 1-1024 characters from [A-Za-z0-9_.+-], not starting with '.' (no '/' and no '..')")]
+    InvalidId(String),
+    #[error("container {0:?} already exists: pick another id, or `delete` the old one first")]
+    Exists(String),
+    #[error("container {0:?} does not exist (see `list`)")]
+    NotFound(String),
+    #[error("container {id:?} is {status}, {what}")]
+    WrongState { id: String, status: String, what: String },
+    #[error("{path}: {msg}")]
+    Config { path: PathBuf, msg: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("{op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{0}: {1}")]
+    Sys(String, nix::Error),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    #[error("container init failed: {0}")]
+    Init(String),
+    #[error("hook {path}: {msg}")]
+    Hook { path: PathBuf, msg: String },
+}
+
+pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// Attach the failing operation and path to an I/O error.
+pub fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let path = path.into();
+    move |source| RuntimeError::Io { op, path, source }
+}
+
+/// Attach a description to a failing system call.
+pub fn sys_err(what: impl Into<String>) -> impl FnOnce(nix::Error) -> RuntimeError {
+    let what = what.into();
+    move |e| RuntimeError::Sys(what, e)
+}

@@ -1,0 +1,189 @@
+//! The container init (stage 2 of `create`): builds the container's world inside its new
+//! namespaces, reports ready, waits for `start` on its start socket, then execs the program.
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+
+use nix::mount::MsFlags;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::error::{Result, RuntimeError};
+use super::process::{self, ExecPlan};
+use super::rootfs::{self, MountContext};
+use super::sync::{Channel, Msg};
+use super::{console, hooks, mountopts, spec};
+
+pub struct InitContext<'a> {
+    pub id: &'a str,
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    pub bundle: &'a Path,
+    pub cgroup_path: &'a str,
+    pub exec: &'a ExecPlan,
+    pub listener: &'a UnixListener,
+    pub console_socket: Option<&'a OwnedFd>,
+    pub no_pivot: bool,
+    pub state_template: &'a dyn Fn(i32, &str) -> String,
+}
+
+pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
+    let linux = ctx.spec.linux().clone().unwrap_or_default();
+    let has = |t| spec::has_namespace(ctx.spec, t);
+    let own_mount_ns = has(LinuxNamespaceType::Mount);
+    let user_ns = has(LinuxNamespaceType::User);
+    // Our pid as the host sees it: /proc is still the host's procfs here.
+    let host_pid: i32 = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse().ok())
+        .unwrap_or(0);
+
+    nix::unistd::setsid().map_err(|e| RuntimeError::Init(format!("setsid: {e}")))?;
+
+    if own_mount_ns {
+        let prop = linux
+            .rootfs_propagation()
+            .as_deref()
+            .and_then(mountopts::propagation)
+            .map(|f| f | MsFlags::MS_REC)
+            .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
+        rootfs::isolate_propagation(prop)?;
+        rootfs::bind_rootfs(ctx.rootfs)?;
+        let mctx = MountContext {
+            rootfs: ctx.rootfs,
+            bundle: ctx.bundle,
+            cgroup_path: ctx.cgroup_path,
+            cgroup_ns: has(LinuxNamespaceType::Cgroup),
+            user_ns,
+        };
+        let mut dev_is_fresh = false;
+        let mut has_devpts = false;
+        for m in spec::mounts(ctx.spec) {
+            rootfs::mount_entry(m, &mctx)?;
+            let typ = m.typ().as_deref().unwrap_or("");
+            if m.destination() == Path::new("/dev") && typ != "bind" {
+                dev_is_fresh = !m.options().iter().flatten().any(|o| o == "bind" || o == "rbind");
+            }
+            if typ == "devpts" {
+                has_devpts = true;
+            }
+        }
+        let devices = linux.devices().clone().unwrap_or_default();
+        rootfs::create_devices(ctx.rootfs, dev_is_fresh, &devices, user_ns)?;
+        if dev_is_fresh {
+            rootfs::dev_symlinks(ctx.rootfs, has_devpts)?;
+        }
+    }
+
+    for (key, value) in linux.sysctl().clone().unwrap_or_default() {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        std::fs::write(&path, &value).map_err(|e| {
+            RuntimeError::Init(format!("sysctl {key}={value}: {e} (only namespaced sysctls can be set)"))
+        })?;
+    }
+    if has(LinuxNamespaceType::Uts) {
+        if let Some(h) = ctx.spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+            nix::unistd::sethostname(h).map_err(|e| RuntimeError::Init(format!("sethostname {h}: {e}")))?;
+        }
+        if let Some(d) = ctx.spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+            let r = unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) };
+            if r != 0 {
+                return Err(RuntimeError::Init(format!("setdomainname {d}: {}", std::io::Error::last_os_error())));
+            }
+        }
+    } else if ctx.spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) {
+        return Err(RuntimeError::Invalid("hostname is set but the container has no uts namespace".into()));
+    }
+    ctx.exec.apply_rlimits()?;
+
+    #[allow(deprecated)]
+    let hooks = ctx.spec.hooks().clone().unwrap_or_default();
+    #[allow(deprecated)]
+    let runtime_hooks = hooks.prestart().iter().flatten().count() + hooks.create_runtime().iter().flatten().count();
+    if runtime_hooks > 0 {
+        chan.send(&Msg::RunCreateRuntimeHooks).map_err(chan_err)?;
+        match chan.recv().map_err(chan_err)? {
+            Some(Msg::HooksDone) => {}
+            other => return Err(RuntimeError::Init(format!("expected hooks done, got {other:?}"))),
+        }
+    }
+    if let Some(h) = hooks.create_container() {
+        hooks::run(h, &(ctx.state_template)(host_pid, "created"), "createContainer")?;
+    }
+
+    if own_mount_ns && !ctx.no_pivot {
+        rootfs::pivot(ctx.rootfs)?;
+    } else {
+        rootfs::chroot(ctx.rootfs)?;
+    }
+    if own_mount_ns {
+        for p in linux.masked_paths().clone().unwrap_or_default() {
+            rootfs::mask_path(Path::new(&p))?;
+        }
+        for p in linux.readonly_paths().clone().unwrap_or_default() {
+            rootfs::readonly_path(Path::new(&p))?;
+        }
+        if ctx.spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+            rootfs::remount_readonly(Path::new("/"), MsFlags::empty())?;
+        }
+        if let Some(p) = linux.rootfs_propagation().as_deref().and_then(mountopts::propagation) {
+            nix::mount::mount::<str, str, str, str>(None, "/", None, p | MsFlags::MS_REC, None)
+                .map_err(|e| RuntimeError::Init(format!("rootfsPropagation: {e}")))?;
+        }
+    }
+
+    let process = ctx.spec.process().as_ref().expect("validated");
+    if process.terminal().unwrap_or(false) {
+        let sock = ctx.console_socket.ok_or_else(|| {
+            RuntimeError::Invalid("process.terminal is true: pass --console-socket".into())
+        })?;
+        let (master, slave, name) = console::open_pty()?;
+        if own_mount_ns {
+            let console_path = Path::new("/dev/console");
+            if !console_path.exists() {
+                let _ = std::fs::File::create(console_path);
+            }
+            let _ = nix::mount::mount::<str, Path, str, str>(Some(name.as_str()), console_path, None, MsFlags::MS_BIND, None);
+        }
+        console::send_fd(sock.as_raw_fd(), master.as_raw_fd())?;
+        drop(master);
+        let size = process.console_size();
+        console::become_terminal(&slave, size.map_or(0, |s| s.height() as u32), size.map_or(0, |s| s.width() as u32))?;
+    }
+
+    chan.send(&Msg::Ready).map_err(chan_err)?;
+
+    // Wait for `start`. Its connection doubles as the error channel: it is close-on-exec, so
+    // `start` reads EOF once the program runs, or our error message if exec failed.
+    let conn = loop {
+        match ctx.listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(RuntimeError::Init(format!("wait for start: {e}"))),
+        }
+    };
+    let conn = process::raise_fd(OwnedFd::from(conn), 3 + ctx.exec.preserve_fds)?;
+    let mut conn = UnixStream::from(conn);
+    let mut b = [0u8; 1];
+    let _ = conn.read(&mut b);
+    let r = (|| -> Result<Infallible> {
+        if let Some(h) = hooks.start_container() {
+            hooks::run(h, &(ctx.state_template)(host_pid, "running"), "startContainer")?;
+        }
+        process::finalize(ctx.exec)
+    })();
+    let e = r.err().expect("finalize only returns on error");
+    let _ = conn.write_all(e.to_string().as_bytes());
+    process::exit_now(127)
+}
+
+fn chan_err(e: std::io::Error) -> RuntimeError {
+    RuntimeError::Init(format!("handshake with the runtime: {e}"))
+}
+
+/// Adopt an inherited raw descriptor.
+pub fn owned(fd: i32) -> OwnedFd {
+    // SAFETY: callers pass descriptors they own.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

@@ -1,0 +1,396 @@
+//! Forking a container's processes and the steps they take before exec.
+//!
+//! The runtime forks a short-lived *stage 1* that joins or creates the namespaces (user first,
+//! then the rest) and forks the real process (*stage 2*: the container init, or an `exec`ed
+//! process), so that a new PID namespace applies to it. Stage 1 reports the host pid of stage 2
+//! and exits. Stage 2 sets up the container and finally calls `finalize`, which switches user,
+//! capabilities, no_new_privs and seccomp and execs the program. Every step that can fail sends
+//! its error back over the handshake channel, so the runtime can say exactly what went wrong.
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::unistd::{Gid, Uid};
+use oci_spec::runtime::{PosixRlimitType, Process};
+
+use super::capabilities::{self, CapSets};
+use super::error::{Result, RuntimeError};
+use super::seccomp;
+use super::sync::{Channel, Msg};
+
+/// Fork. The runtime is single-threaded whenever it forks (the CLI never starts threads
+/// before its last fork), so the child may allocate freely.
+pub fn fork() -> Result<i32> {
+    // SAFETY: see above; the child never returns into code that assumes other threads.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(RuntimeError::Init(format!("fork: {}", std::io::Error::last_os_error())));
+    }
+    Ok(pid)
+}
+
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit skips atexit handlers and stdio flushing that belong to the parent.
+    unsafe { libc::_exit(code) }
+}
+
+/// Namespaces stage 1 must enter.
+pub struct NamespacePlan {
+    /// Existing namespaces to join, user first and mount last.
+    pub join: Vec<(CloneFlags, OwnedFd)>,
+    pub new_user: bool,
+    pub new_cgroup: bool,
+    /// Other namespaces to create (mount, pid, net, uts, ipc).
+    pub new_other: CloneFlags,
+}
+
+/// Stage 1: enter namespaces, fork stage 2, report its pid, exit.
+/// `enter_cgroup` runs first so every later process starts inside the container's cgroup.
+pub fn stage1(
+    chan: &Channel,
+    ns: &NamespacePlan,
+    enter_cgroup: &dyn Fn() -> Result<()>,
+    stage2: &mut dyn FnMut() -> Result<Infallible>,
+) -> ! {
+    let r = (|| -> Result<i32> {
+        enter_cgroup()?;
+        for (flag, fd) in &ns.join {
+            setns(fd, *flag).map_err(|e| RuntimeError::Init(format!("join {} namespace: {e}", ns_name(*flag))))?;
+            if *flag == CloneFlags::CLONE_NEWUSER {
+                become_root()?;
+            }
+        }
+        if ns.new_user {
+            unshare(CloneFlags::CLONE_NEWUSER)
+                .map_err(|e| RuntimeError::Init(format!("create user namespace: {e}")))?;
+            chan.send(&Msg::MapIds(std::process::id() as i32)).map_err(chan_err)?;
+            match chan.recv().map_err(chan_err)? {
+                Some(Msg::MapsDone) => {}
+                other => return Err(RuntimeError::Init(format!("expected id maps, got {other:?}"))),
+            }
+            become_root()?;
+        }
+        let mut flags = ns.new_other;
+        if ns.new_cgroup {
+            // After entering the cgroup, so the namespace's root is the container's cgroup.
+            flags |= CloneFlags::CLONE_NEWCGROUP;
+        }
+        if !flags.is_empty() {
+            unshare(flags).map_err(|e| RuntimeError::Init(format!("create namespaces {flags:?}: {e}")))?;
+        }
+        let pid = fork()?;
+        if pid == 0 {
+            match stage2() {
+                Ok(never) => match never {},
+                Err(e) => {
+                    let _ = chan.send(&Msg::Error(e.to_string()));
+                    exit_now(1);
+                }
+            }
+        }
+        Ok(pid)
+    })();
+    match r {
+        Ok(pid) => {
+            let _ = chan.send(&Msg::InitPid(pid));
+            exit_now(0)
+        }
+        Err(e) => {
+            let _ = chan.send(&Msg::Error(e.to_string()));
+            exit_now(1)
+        }
+    }
+}
+
+fn chan_err(e: std::io::Error) -> RuntimeError {
+    RuntimeError::Init(format!("handshake with the runtime: {e}"))
+}
+
+fn become_root() -> Result<()> {
+    nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .map_err(|e| RuntimeError::Init(format!("setgid 0 in the user namespace (is gid 0 mapped?): {e}")))?;
+    nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .map_err(|e| RuntimeError::Init(format!("setuid 0 in the user namespace (is uid 0 mapped?): {e}")))
+}
+
+pub fn ns_name(flag: CloneFlags) -> &'static str {
+    match flag {
+        CloneFlags::CLONE_NEWUSER => "user",
+        CloneFlags::CLONE_NEWNS => "mnt",
+        CloneFlags::CLONE_NEWPID => "pid",
+        CloneFlags::CLONE_NEWNET => "net",
+        CloneFlags::CLONE_NEWUTS => "uts",
+        CloneFlags::CLONE_NEWIPC => "ipc",
+        CloneFlags::CLONE_NEWCGROUP => "cgroup",
+        _ => "unknown",
+    }
+}
+
+/// Write uid_map and gid_map of a process that just unshared its user namespace.
+pub fn write_id_maps(pid: i32, uid: &[oci_spec::runtime::LinuxIdMapping], gid: &[oci_spec::runtime::LinuxIdMapping]) -> Result<()> {
+    let fmt = |m: &[oci_spec::runtime::LinuxIdMapping]| {
+        m.iter()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    for (file, maps) in [("uid_map", uid), ("gid_map", gid)] {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, fmt(maps))
+            .map_err(|e| RuntimeError::Init(format!("write {path}: {e} (check linux.{}Mappings)", &file[..3])))?;
+    }
+    Ok(())
+}
+
+/// Everything `finalize` needs, prepared before the fork.
+pub struct ExecPlan {
+    pub path: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub env: Vec<String>,
+    pub cwd: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub umask: Option<u32>,
+    pub caps: CapSets,
+    pub no_new_privs: bool,
+    pub seccomp: Option<seccomp::Program>,
+    pub preserve_fds: i32,
+    pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64, &'static str)>,
+    pub oom_score_adj: Option<i32>,
+}
+
+fn cstr(s: impl AsRef<[u8]>, what: &str) -> Result<CString> {
+    CString::new(s.as_ref()).map_err(|_| RuntimeError::Invalid(format!("{what} contains a NUL byte")))
+}
+
+fn rlimit_resource(t: PosixRlimitType) -> (libc::__rlimit_resource_t, &'static str) {
+    use PosixRlimitType::*;
+    match t {
+        RlimitCpu => (libc::RLIMIT_CPU, "RLIMIT_CPU"),
+        RlimitFsize => (libc::RLIMIT_FSIZE, "RLIMIT_FSIZE"),
+        RlimitData => (libc::RLIMIT_DATA, "RLIMIT_DATA"),
+        RlimitStack => (libc::RLIMIT_STACK, "RLIMIT_STACK"),
+        RlimitCore => (libc::RLIMIT_CORE, "RLIMIT_CORE"),
+        RlimitRss => (libc::RLIMIT_RSS, "RLIMIT_RSS"),
+        RlimitNproc => (libc::RLIMIT_NPROC, "RLIMIT_NPROC"),
+        RlimitNofile => (libc::RLIMIT_NOFILE, "RLIMIT_NOFILE"),
+        RlimitMemlock => (libc::RLIMIT_MEMLOCK, "RLIMIT_MEMLOCK"),
+        RlimitAs => (libc::RLIMIT_AS, "RLIMIT_AS"),
+        RlimitLocks => (libc::RLIMIT_LOCKS, "RLIMIT_LOCKS"),
+        RlimitSigpending => (libc::RLIMIT_SIGPENDING, "RLIMIT_SIGPENDING"),
+        RlimitMsgqueue => (libc::RLIMIT_MSGQUEUE, "RLIMIT_MSGQUEUE"),
+        RlimitNice => (libc::RLIMIT_NICE, "RLIMIT_NICE"),
+        RlimitRtprio => (libc::RLIMIT_RTPRIO, "RLIMIT_RTPRIO"),
+        RlimitRttime => (libc::RLIMIT_RTTIME, "RLIMIT_RTTIME"),
+    }
+}
+
+impl ExecPlan {
+    pub fn new(p: &Process, seccomp: Option<seccomp::Program>, preserve_fds: i32) -> Result<ExecPlan> {
+        let args = p.args().clone().unwrap_or_default();
+        let env = p.env().clone().unwrap_or_default();
+        let argv = args.iter().map(|a| cstr(a, "process.args")).collect::<Result<Vec<_>>>()?;
+        let envp = env.iter().map(|e| cstr(e, "process.env")).collect::<Result<Vec<_>>>()?;
+        let caps = capabilities::from_spec(p.capabilities().as_ref())?;
+        let rlimits = p
+            .rlimits()
+            .iter()
+            .flatten()
+            .map(|r| {
+                let (res, name) = rlimit_resource(r.typ());
+                (res, r.soft(), r.hard(), name)
+            })
+            .collect();
+        Ok(ExecPlan {
+            path: cstr(&args[0], "process.args[0]")?,
+            argv,
+            envp,
+            env,
+            cwd: p.cwd().clone(),
+            uid: p.user().uid(),
+            gid: p.user().gid(),
+            additional_gids: p.user().additional_gids().clone().unwrap_or_default(),
+            umask: p.user().umask(),
+            caps,
+            no_new_privs: p.no_new_privileges().unwrap_or(false),
+            seccomp,
+            preserve_fds,
+            rlimits,
+            oom_score_adj: p.oom_score_adj(),
+        })
+    }
+
+    /// Resource limits; must run while the process still has its privileges.
+    pub fn apply_rlimits(&self) -> Result<()> {
+        for (res, soft, hard, name) in &self.rlimits {
+            let lim = libc::rlimit { rlim_cur: *soft, rlim_max: *hard };
+            // SAFETY: valid pointer to a local struct.
+            if unsafe { libc::setrlimit(*res, &lim) } != 0 {
+                let e = std::io::Error::last_os_error();
+                let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                    " (raising a hard limit needs CAP_SYS_RESOURCE, which this host does not grant: lower the hard limit)"
+                } else {
+                    ""
+                };
+                return Err(RuntimeError::Init(format!("set {name} to soft {soft} hard {hard}: {e}{hint}")));
+            }
+        }
+        if let Some(adj) = self.oom_score_adj {
+            std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+                .map_err(|e| RuntimeError::Init(format!("set oom_score_adj {adj}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Find the program like execvp does, but with the container's PATH.
+fn lookup(plan: &ExecPlan) -> Result<CString> {
+    let prog = plan.path.as_bytes();
+    if prog.contains(&b'/') {
+        return Ok(plan.path.clone());
+    }
+    let path_var = super::spec::env_get(&plan.env, "PATH")
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path_var.split(':').filter(|d| !d.is_empty()) {
+        let cand = Path::new(dir).join(std::ffi::OsStr::from_bytes(prog));
+        if let Ok(m) = std::fs::metadata(&cand) {
+            use std::os::unix::fs::PermissionsExt;
+            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                return cstr(cand.as_os_str().as_bytes(), "path");
+            }
+        }
+    }
+    Err(RuntimeError::Init(format!(
+        "executable {:?} not found in $PATH ({path_var}) in the container",
+        plan.path
+    )))
+}
+
+/// Add HOME from the container's /etc/passwd when the process has none, as runc does.
+fn home_env(plan: &ExecPlan) -> Option<CString> {
+    if super::spec::env_get(&plan.env, "HOME").is_some() {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let home = passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 6 && f[2].parse() == Ok(plan.uid)).then(|| f[5].to_string())
+        })
+        .next()
+        .unwrap_or_else(|| "/".to_string());
+    CString::new(format!("HOME={home}")).ok()
+}
+
+/// The last steps before the user's program: identity, capabilities, no_new_privs, seccomp,
+/// descriptors, exec. Only returns on failure.
+pub fn finalize(plan: &ExecPlan) -> Result<Infallible> {
+    let init_err = |what: &str, e: nix::Error| RuntimeError::Init(format!("{what}: {e}"));
+    if let Some(mask) = plan.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    if !plan.cwd.exists() {
+        std::fs::create_dir_all(&plan.cwd)
+            .map_err(|e| RuntimeError::Init(format!("create cwd {}: {e}", plan.cwd.display())))?;
+    }
+    nix::unistd::chdir(&plan.cwd).map_err(|e| init_err(&format!("chdir to cwd {}", plan.cwd.display()), e))?;
+    let path = lookup(plan)?;
+    let mut envp = plan.envp.clone();
+    envp.extend(home_env(plan));
+
+    // Keep the permitted set across the uid change; it is trimmed to the spec's sets below.
+    nix::sys::prctl::set_keepcaps(true).map_err(|e| init_err("PR_SET_KEEPCAPS", e))?;
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
+    // The filter then also covers the remaining setup syscalls, which every sane profile allows.
+    if let Some(prog) = plan.seccomp.as_ref().filter(|_| !plan.no_new_privs) {
+        seccomp::install(prog)?;
+    }
+    capabilities::apply_bounding(&plan.caps)?;
+    if !plan.additional_gids.is_empty() || Uid::current().is_root() {
+        let groups: Vec<Gid> = plan.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+        // In a user namespace whose setgroups is denied this fails; only an error if asked for.
+        if let Err(e) = nix::unistd::setgroups(&groups) {
+            if !plan.additional_gids.is_empty() {
+                return Err(init_err("setgroups (additionalGids)", e));
+            }
+        }
+    }
+    let gid = Gid::from_raw(plan.gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| init_err(&format!("setgid {}", plan.gid), e))?;
+    let uid = Uid::from_raw(plan.uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| init_err(&format!("setuid {}", plan.uid), e))?;
+    capabilities::apply_sets(&plan.caps)?;
+    nix::sys::prctl::set_keepcaps(false).map_err(|e| init_err("PR_SET_KEEPCAPS", e))?;
+    if plan.no_new_privs {
+        nix::sys::prctl::set_no_new_privs().map_err(|e| init_err("PR_SET_NO_NEW_PRIVS", e))?;
+    }
+    reset_signals();
+    close_fds_from(3 + plan.preserve_fds);
+    // Last, so the filter constrains the program and not our setup.
+    if let Some(prog) = plan.seccomp.as_ref().filter(|_| plan.no_new_privs) {
+        seccomp::install(prog)?;
+    }
+    let argv: Vec<*const libc::c_char> =
+        plan.argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let envv: Vec<*const libc::c_char> =
+        envp.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envv.as_ptr()) };
+    let e = std::io::Error::last_os_error();
+    Err(RuntimeError::Init(format!("exec {:?}: {e}", path)))
+}
+
+/// Default dispositions and an empty mask: the runtime ignores SIGPIPE (Rust does) and blocks
+/// signals it forwards, and neither may leak into the container's program.
+pub fn reset_signals() {
+    // SAFETY: plain signal calls with valid arguments.
+    unsafe {
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Mark every descriptor from `first` on close-on-exec: nothing of the runtime's reaches the
+/// container except stdio and the descriptors it was told to preserve. Close-on-exec rather
+/// than close, so the error channel still works if exec fails.
+pub fn close_fds_from(first: i32) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes descriptor flags.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) };
+    if r == 0 {
+        return;
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        let fds: Vec<RawFd> = dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+        for fd in fds.into_iter().filter(|fd| *fd >= first) {
+            // SAFETY: setting a flag on a descriptor number; harmless if already closed.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+}
+
+/// Move a descriptor to a number at or above `min` (close-on-exec), so it cannot collide with
+/// descriptors the container is meant to inherit.
+pub fn raise_fd(fd: OwnedFd, min: RawFd) -> Result<OwnedFd> {
+    if fd.as_raw_fd() >= min {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we then own.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+    if n < 0 {
+        return Err(RuntimeError::Init(format!("dup descriptor: {}", std::io::Error::last_os_error())));
+    }
+    // SAFETY: fresh descriptor from fcntl.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(n) })
+}
