@@ -59,11 +59,38 @@ pub fn apply_bounding(sets: &CapSets) -> Result<()> {
     Ok(())
 }
 
-/// Write the effective, permitted and inheritable sets, then raise the ambient ones.
+fn mask(set: &CapsHashSet) -> u64 {
+    set.iter().fold(0u64, |m, c| m | c.bitmask())
+}
+
+/// Write the effective, permitted and inheritable sets in one capset(2) call (set one by one,
+/// the kernel refuses intermediate states such as an effective set larger than the permitted
+/// one), then raise the ambient ones.
 pub fn apply_sets(sets: &CapSets) -> Result<()> {
-    caps::set(None, CapSet::Inheritable, &sets.inheritable).map_err(|e| err("set inheritable capabilities", e))?;
-    caps::set(None, CapSet::Permitted, &sets.permitted).map_err(|e| err("set permitted capabilities", e))?;
-    caps::set(None, CapSet::Effective, &sets.effective).map_err(|e| err("set effective capabilities", e))?;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let (e, p, i) = (mask(&sets.effective), mask(&sets.permitted), mask(&sets.inheritable));
+    let header = Header { version: VERSION_3, pid: 0 };
+    let data = [
+        Data { effective: e as u32, permitted: p as u32, inheritable: i as u32 },
+        Data { effective: (e >> 32) as u32, permitted: (p >> 32) as u32, inheritable: (i >> 32) as u32 },
+    ];
+    // SAFETY: header and data follow the kernel's _LINUX_CAPABILITY_VERSION_3 layout.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
+    if r != 0 {
+        return Err(RuntimeError::Init(format!("capset: {}", std::io::Error::last_os_error())));
+    }
     caps::clear(None, CapSet::Ambient).map_err(|e| err("clear ambient capabilities", e))?;
     for cap in &sets.ambient {
         caps::raise(None, CapSet::Ambient, *cap).map_err(|e| err("raise ambient capability", e))?;

@@ -90,3 +90,73 @@ pub fn become_terminal(slave: &OwnedFd, rows: u32, cols: u32) -> Result<()> {
     }
     Ok(())
 }
+
+/// Restores the caller's terminal mode when dropped.
+pub struct ProxyGuard {
+    saved: Option<nix::sys::termios::Termios>,
+    output: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ProxyGuard {
+    fn drop(&mut self) {
+        // Let the last output of the container reach our stdout before we return.
+        if let Some(h) = self.output.take() {
+            let _ = h.join();
+        }
+        if let Some(t) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, t);
+        }
+    }
+}
+
+/// Copy our stdin to the pty master and the master to our stdout (foreground `run`/`exec`);
+/// our own terminal goes raw meanwhile so keys reach the container untouched.
+pub fn proxy(master: &OwnedFd) -> ProxyGuard {
+    use nix::sys::termios;
+    let stdin = std::io::stdin();
+    let saved = termios::tcgetattr(&stdin).ok();
+    if let Some(t) = &saved {
+        let mut raw = t.clone();
+        termios::cfmakeraw(&mut raw);
+        let _ = termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &raw);
+        copy_window_size(master);
+    }
+    let input = master.try_clone().ok();
+    let output = master.try_clone().ok();
+    if let Some(m) = input {
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::from(m);
+            let _ = std::io::copy(&mut std::io::stdin(), &mut f);
+        });
+    }
+    let output = output.map(|m| {
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::from(m);
+            let mut out = std::io::stdout();
+            let mut buf = [0u8; 8192];
+            loop {
+                match std::io::Read::read(&mut f, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if std::io::Write::write_all(&mut out, &buf[..n]).is_err() {
+                            break;
+                        }
+                        let _ = std::io::Write::flush(&mut out);
+                    }
+                }
+            }
+        })
+    });
+    ProxyGuard { saved, output }
+}
+
+/// Give the pty the size of our own terminal.
+pub fn copy_window_size(master: &OwnedFd) {
+    // SAFETY: ioctls with a valid winsize pointer.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+        }
+    }
+}

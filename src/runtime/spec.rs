@@ -187,6 +187,7 @@ pub fn validate(spec: &Spec) -> Result<()> {
 /// capabilities and masked paths.
 pub fn default_spec(rootless: bool) -> Spec {
     let mut spec = Spec::default();
+    spec.set_hostname(Some("slipway".into()));
     let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.iter().copied().collect();
     let mut lc = LinuxCapabilities::default();
     lc.set_bounding(Some(caps.clone()));

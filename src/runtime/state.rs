@@ -27,7 +27,7 @@ pub enum Status {
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Status::Creating => "creating",
             Status::Created => "created",
             Status::Running => "running",
