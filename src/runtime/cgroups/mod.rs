@@ -739,10 +739,20 @@ fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
             Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
                 let entries = std::fs::read_dir(dir)
                     .map_err(|e| files::io_error(dir.to_path_buf(), "listing child cgroups", e))?;
+                let mut children = 0;
                 for entry in entries.flatten() {
                     if entry.file_type().is_ok_and(|t| t.is_dir()) {
                         remove_tree(&entry.path())?;
+                        children += 1;
                     }
+                }
+                if children == 0 {
+                    // Not a cgroup (plain files in it): refuse rather than loop.
+                    return Err(files::io_error(
+                        dir.to_path_buf(),
+                        "removing: it holds files, so it is not a cgroup directory; check the path",
+                        e,
+                    ));
                 }
             }
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {

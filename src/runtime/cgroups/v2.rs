@@ -222,3 +222,261 @@ pub(crate) fn freeze(dir: &Path) -> Result<(), CgroupError> {
         }
     }
 }
+
+/// cgroup v2 logic against a temporary directory standing in for the cgroup root. The kernel
+/// would create control files in new directories; the tests create the ones they look at.
+#[cfg(test)]
+mod tests {
+    use super::super::{Cgroup, Layout};
+    use oci_spec::runtime::{
+        LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder,
+        LinuxPidsBuilder, LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
+    };
+    use std::fs;
+    use std::path::Path;
+
+    fn fake_root(available: &str, enabled: &str) -> (tempfile::TempDir, Layout) {
+        let root = tempfile::tempdir().unwrap();
+        fs::write(root.path().join("cgroup.controllers"), available).unwrap();
+        fs::write(root.path().join("cgroup.subtree_control"), enabled).unwrap();
+        fs::create_dir(root.path().join("slipway")).unwrap();
+        fs::write(root.path().join("slipway/cgroup.subtree_control"), "").unwrap();
+        let layout = Layout::unified_at(root.path(), available);
+        (root, layout)
+    }
+
+    fn read(path: &Path) -> String {
+        fs::read_to_string(path).unwrap()
+    }
+
+    fn touch(dir: &Path, names: &[&str]) {
+        for name in names {
+            fs::write(dir.join(name), "").unwrap();
+        }
+    }
+
+    #[test]
+    fn create_enables_offered_controllers_in_every_ancestor() {
+        let (root, layout) = fake_root("cpu io memory pids", "");
+        let cg = Cgroup::with_layout(None, "web-1", &layout).unwrap();
+        cg.create().unwrap();
+        assert_eq!(
+            read(&root.path().join("cgroup.subtree_control")),
+            "+cpu +io +memory +pids"
+        );
+        assert_eq!(
+            read(&root.path().join("slipway/cgroup.subtree_control")),
+            "+cpu +io +memory +pids"
+        );
+        assert!(root.path().join("slipway/web-1").is_dir());
+        assert_eq!(
+            cg.unified_dir(),
+            Some(root.path().join("slipway/web-1").as_path())
+        );
+    }
+
+    #[test]
+    fn create_writes_only_missing_controllers() {
+        let (root, layout) = fake_root("cpu memory pids", "cpu memory");
+        let cg = Cgroup::with_layout(None, "a", &layout).unwrap();
+        cg.create().unwrap();
+        assert_eq!(read(&root.path().join("cgroup.subtree_control")), "+pids");
+    }
+
+    #[test]
+    fn apply_writes_v2_files_in_v2_units() {
+        let (root, layout) = fake_root("cpuset cpu io memory hugetlb pids", "");
+        let cg = Cgroup::with_layout(Some("/slipway/x"), "x", &layout).unwrap();
+        cg.create().unwrap();
+        let leaf = root.path().join("slipway/x");
+        touch(
+            &leaf,
+            &[
+                "memory.max",
+                "memory.low",
+                "memory.swap.max",
+                "cpu.weight",
+                "cpu.max",
+                "cpuset.cpus",
+                "cpuset.mems",
+                "pids.max",
+                "io.max",
+                "hugetlb.2MB.max",
+            ],
+        );
+        let resources = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(256i64 << 20)
+                    .reservation(128i64 << 20)
+                    .swap(512i64 << 20)
+                    .swappiness(10u64)
+                    .build()
+                    .unwrap(),
+            )
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .shares(1024u64)
+                    .quota(50_000i64)
+                    .period(100_000u64)
+                    .cpus("0")
+                    .mems("0")
+                    .build()
+                    .unwrap(),
+            )
+            .pids(LinuxPidsBuilder::default().limit(128i64).build().unwrap())
+            .block_io(
+                LinuxBlockIoBuilder::default()
+                    .weight(500u16)
+                    .throttle_read_bps_device(vec![LinuxThrottleDeviceBuilder::default()
+                        .major(8i64)
+                        .minor(0i64)
+                        .rate(1_048_576u64)
+                        .build()
+                        .unwrap()])
+                    .build()
+                    .unwrap(),
+            )
+            .hugepage_limits(vec![LinuxHugepageLimitBuilder::default()
+                .page_size("2MB")
+                .limit(-1i64)
+                .build()
+                .unwrap()])
+            .build()
+            .unwrap();
+        cg.apply(&resources).unwrap();
+        let file = |name: &str| read(&leaf.join(name));
+        assert_eq!(file("memory.max"), (256u64 << 20).to_string());
+        assert_eq!(file("memory.low"), (128u64 << 20).to_string());
+        assert_eq!(file("memory.swap.max"), (256u64 << 20).to_string());
+        assert_eq!(file("cpu.weight"), "39");
+        assert_eq!(file("cpu.max"), "50000 100000");
+        assert_eq!(file("cpuset.cpus"), "0");
+        assert_eq!(file("pids.max"), "128");
+        assert_eq!(file("io.max"), "8:0 rbps=1048576");
+        assert_eq!(file("hugetlb.2MB.max"), "max");
+        // No io.weight / io.bfq.weight here (no proportional scheduler): skipped, no error.
+        assert!(!leaf.join("io.weight").exists());
+    }
+
+    #[test]
+    fn update_writes_only_what_is_set() {
+        let (root, layout) = fake_root("cpu memory pids", "");
+        let cg = Cgroup::with_layout(None, "u", &layout).unwrap();
+        cg.create().unwrap();
+        let leaf = root.path().join("slipway/u");
+        touch(&leaf, &["pids.max"]);
+        // memory.max does not exist: writing it would fail, so this also proves it is not written.
+        let update = LinuxResourcesBuilder::default()
+            .pids(LinuxPidsBuilder::default().limit(-1i64).build().unwrap())
+            .memory(LinuxMemoryBuilder::default().build().unwrap())
+            .build()
+            .unwrap();
+        cg.apply(&update).unwrap();
+        assert_eq!(read(&leaf.join("pids.max")), "max");
+    }
+
+    #[test]
+    fn missing_controller_and_bad_values_are_clear_errors() {
+        let (_root, layout) = fake_root("cpu memory", "");
+        let cg = Cgroup::with_layout(None, "e", &layout).unwrap();
+        cg.create().unwrap();
+        let pids = LinuxResourcesBuilder::default()
+            .pids(LinuxPidsBuilder::default().limit(5i64).build().unwrap())
+            .build()
+            .unwrap();
+        let msg = cg.apply(&pids).unwrap_err().to_string();
+        assert!(msg.contains("no pids controller"), "{msg}");
+        let tiny = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(1000i64)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let msg = cg.apply(&tiny).unwrap_err().to_string();
+        assert!(
+            msg.contains("memory limit 1000 is below the kernel's minimum"),
+            "{msg}"
+        );
+        let required = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(1i64 << 20)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let msg = cg.apply(&required).unwrap_err().to_string();
+        assert!(
+            msg.contains("memory.max") && msg.contains("does not offer"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn freeze_oom_kill_and_destroy_on_fake_tree() {
+        let (root, layout) = fake_root("memory pids", "");
+        let cg = Cgroup::with_layout(None, "f", &layout).unwrap();
+        cg.create().unwrap();
+        let leaf = root.path().join("slipway/f");
+        touch(&leaf, &["cgroup.freeze", "cgroup.kill"]);
+        fs::write(leaf.join("cgroup.events"), "populated 0\nfrozen 1\n").unwrap();
+        fs::write(
+            leaf.join("memory.events"),
+            "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n",
+        )
+        .unwrap();
+        cg.freeze().unwrap();
+        assert_eq!(read(&leaf.join("cgroup.freeze")), "1");
+        assert!(cg.is_frozen().unwrap());
+        cg.thaw().unwrap();
+        assert_eq!(read(&leaf.join("cgroup.freeze")), "0");
+        assert_eq!(cg.oom_kills().unwrap(), 2);
+        cg.kill_all(nix::sys::signal::Signal::SIGKILL).unwrap();
+        assert_eq!(read(&leaf.join("cgroup.kill")), "1");
+        // A directory with plain files is not a cgroup: destroy refuses instead of looping.
+        assert!(cg.destroy().is_err());
+        for entry in fs::read_dir(&leaf).unwrap() {
+            fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        fs::remove_file(root.path().join("slipway/cgroup.subtree_control")).unwrap();
+        cg.destroy().unwrap();
+        assert!(
+            !root.path().join("slipway").exists(),
+            "empty /slipway parent removed"
+        );
+    }
+
+    #[test]
+    fn unified_keys_must_be_plain_file_names() {
+        let (root, layout) = fake_root("memory", "");
+        let cg = Cgroup::with_layout(None, "k", &layout).unwrap();
+        cg.create().unwrap();
+        touch(&root.path().join("slipway/k"), &["memory.high"]);
+        for bad in ["../../x", "cgroup.procs", "", "memory"] {
+            let res = LinuxResourcesBuilder::default()
+                .unified(
+                    [(bad.to_string(), "1".to_string())]
+                        .into_iter()
+                        .collect::<std::collections::HashMap<_, _>>(),
+                )
+                .build()
+                .unwrap();
+            assert!(cg.apply(&res).is_err(), "{bad:?} accepted");
+        }
+        let ok = LinuxResourcesBuilder::default()
+            .unified(
+                [("memory.high".to_string(), "1000000".to_string())]
+                    .into_iter()
+                    .collect::<std::collections::HashMap<_, _>>(),
+            )
+            .build()
+            .unwrap();
+        cg.apply(&ok).unwrap();
+        assert_eq!(read(&root.path().join("slipway/k/memory.high")), "1000000");
+    }
+}
