@@ -372,7 +372,9 @@ fn state_round_trip_controls_the_same_cgroup() {
 }
 
 /// Cost of the cgroup part of a container start and stop, printed (no assertion):
-/// `cargo test --release --test cgroups -- --ignored --nocapture measure`.
+/// `cargo test --release --test cgroups -- --ignored --nocapture measure`. "cold": no other
+/// container, so the shared `/slipway` parent is made and removed every time; "warm": another
+/// container keeps it.
 #[test]
 #[ignore]
 fn measure_lifecycle_cost() {
@@ -397,46 +399,49 @@ fn measure_lifecycle_cost() {
         .iter()
         .map(|h| h.mount.join("cgroup.procs"))
         .collect();
-    let rounds = 200;
-    let mut samples = [Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()];
-    for i in 0..rounds {
-        let t0 = Instant::now();
-        let cg = Cgroup::new(None, &unique(&format!("bench{i}"))).unwrap();
-        let t1 = Instant::now();
-        cg.create().unwrap();
-        let t2 = Instant::now();
-        cg.apply(&resources).unwrap();
-        let t3 = Instant::now();
-        cg.add_pid(pid).unwrap();
-        let t4 = Instant::now();
-        for p in &root_procs {
-            std::fs::write(p, pid.to_string()).unwrap();
+    for phase in ["cold", "warm"] {
+        let anchor = (phase == "warm").then(|| new_cgroup("anchor"));
+        let rounds = 200;
+        let mut samples = [Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        for i in 0..rounds {
+            let t0 = Instant::now();
+            let cg = Cgroup::new(None, &unique(&format!("bench{i}"))).unwrap();
+            let t1 = Instant::now();
+            cg.create().unwrap();
+            let t2 = Instant::now();
+            cg.apply(&resources).unwrap();
+            let t3 = Instant::now();
+            cg.add_pid(pid).unwrap();
+            let t4 = Instant::now();
+            for p in &root_procs {
+                std::fs::write(p, pid.to_string()).unwrap();
+            }
+            let t5 = Instant::now();
+            cg.destroy().unwrap();
+            let t6 = Instant::now();
+            for (s, d) in samples
+                .iter_mut()
+                .zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t6 - t5])
+            {
+                s.push(d.as_micros() as u64);
+            }
         }
-        let t5 = Instant::now();
-        cg.destroy().unwrap();
-        let t6 = Instant::now();
-        for (s, d) in samples
-            .iter_mut()
-            .zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t6 - t5])
-        {
-            s.push(d.as_micros() as u64);
+        let names = ["new", "create", "apply", "add_pid", "destroy"];
+        let mut total = 0;
+        let mut line = String::new();
+        for (name, s) in names.iter().zip(samples.iter_mut()) {
+            s.sort_unstable();
+            let median = s[s.len() / 2];
+            total += median;
+            line.push_str(&format!("{name} {median} us, "));
         }
+        println!(
+            "{phase} ({:?} layout, {} hierarchies, median of {rounds}): {line}total {total} us",
+            Layout::host().unwrap().kind,
+            Layout::host().unwrap().hierarchies.len()
+        );
+        drop(anchor);
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let median = |v: &mut Vec<u64>| {
-        v.sort_unstable();
-        v[v.len() / 2]
-    };
-    let names = ["new", "create", "apply", "add_pid", "destroy"];
-    let mut total = 0;
-    for (name, s) in names.iter().zip(samples.iter_mut()) {
-        let m = median(s);
-        total += m;
-        println!("{name:>8}: median {m} us");
-    }
-    println!(
-        "   total: {total} us (sum of medians, {rounds} rounds, {:?} layout)",
-        Layout::host().unwrap().kind
-    );
 }

@@ -114,12 +114,22 @@ pub(crate) fn read(dir: &Path, name: &str) -> Result<String, CgroupError> {
 
 pub(crate) fn read_path(path: &Path) -> Result<String, CgroupError> {
     let mut file = File::open(path).map_err(|e| open_error(path, e))?;
-    let mut text = String::with_capacity(256);
-    file.read_to_string(&mut text)
-        .map_err(|e| CgroupError::Io {
-            path: path.to_path_buf(),
-            msg: format!("cannot read: {e}"),
-        })?;
+    // Plain read() calls: read_to_string would first stat the file for a size hint, which
+    // cgroup files do not have (they report 0 or 4096).
+    let mut bytes = Vec::with_capacity(256);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error(path.to_path_buf(), "cannot read", e)),
+        }
+    }
+    let mut text = String::from_utf8(bytes).map_err(|_| CgroupError::Io {
+        path: path.to_path_buf(),
+        msg: "content is not UTF-8: is this a cgroup file?".to_string(),
+    })?;
     let trimmed_len = text.trim_end_matches('\n').len();
     text.truncate(trimmed_len);
     Ok(text)

@@ -574,17 +574,25 @@ impl Cgroup {
     pub fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
         let value = pid.to_string();
         for d in &self.dirs {
-            files::write(&d.dir, "cgroup.procs", &value, files::Presence::Required).map_err(
-                |e| match e {
-                    CgroupError::Io { path, msg } if msg.contains("No such process") => {
-                        CgroupError::Io {
-                            path,
-                            msg: format!("{msg}; process {pid} has exited"),
-                        }
-                    }
-                    other => other,
-                },
-            )?;
+            let path = d.dir.join("cgroup.procs");
+            match files::try_write(&path, &value) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                    return Err(CgroupError::Io {
+                        path,
+                        msg: format!("adding process {pid}: it has exited"),
+                    })
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(CgroupError::Io {
+                        path,
+                        msg: format!(
+                            "adding process {pid}: the cgroup does not exist: create it first"
+                        ),
+                    })
+                }
+                Err(e) => return Err(files::write_error(&path, &value, &e)),
+            }
         }
         Ok(())
     }

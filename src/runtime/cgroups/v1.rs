@@ -50,7 +50,13 @@ pub(crate) fn apply_memory(dir: &Path, memory: &LinuxMemory) -> Result<(), Cgrou
         .map(|s| resources::memory_limit("memory+swap limit", s, "-1"))
         .transpose()?;
     if let (Some(l), Some(s)) = (memory.limit(), memory.swap()) {
-        if s >= 0 && (l < 0 || s < l) {
+        if s >= 0 && l < 0 {
+            return Err(CgroupError::InvalidResource(format!(
+                "memory swap {s} is limited while the memory limit is unlimited: cgroup v1 \
+                 needs memory+swap >= memory, so set a memory limit too (or swap -1)"
+            )));
+        }
+        if s >= 0 && s < l {
             return Err(CgroupError::InvalidResource(format!(
                 "memory swap {s} is below the memory limit {l}: swap counts memory plus swap, \
                  so it must be at least the memory limit (-1 for unlimited)"
