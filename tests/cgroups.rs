@@ -310,29 +310,32 @@ fn device_rules_are_enforced() {
     drop(guard);
 }
 
-/// On a hybrid host the cgroup2 mount has no controllers, but device programs attach to any
-/// cgroup2 directory: run the v2 device path (BPF) here too, as a unified layout over that
-/// mount.
-#[test]
-fn device_bpf_program_is_enforced_on_cgroup2() {
-    require_root!();
+/// On a hybrid host, the controller-less cgroup2 mount seen as a unified layout: device
+/// programs, the freezer, `cgroup.kill` and `cgroup.procs` work on any cgroup2 directory, so
+/// the v2 code paths run against the real kernel here too. None on other layouts (there the
+/// ordinary tests take the v2 paths).
+fn hybrid_cgroup2_layout() -> Option<Layout> {
     let host = Layout::host().unwrap();
     if host.kind != LayoutKind::Hybrid {
-        eprintln!("skipped: covered by device_rules_are_enforced on this layout");
-        return;
+        eprintln!("skipped: the other tests cover cgroup2 on this layout");
+        return None;
     }
-    let unified = host
-        .hierarchies
-        .iter()
-        .find(|h| h.version == Version::V2)
-        .unwrap();
-    let layout = Layout {
+    let unified = host.hierarchies.iter().find(|h| h.version == Version::V2)?;
+    Some(Layout {
         kind: LayoutKind::Unified,
         hierarchies: vec![Hierarchy {
             version: Version::V2,
             controllers: vec![],
             mount: unified.mount.clone(),
         }],
+    })
+}
+
+#[test]
+fn device_bpf_program_is_enforced_on_cgroup2() {
+    require_root!();
+    let Some(layout) = hybrid_cgroup2_layout() else {
+        return;
     };
     let cg = Cgroup::with_layout(None, &unique("bpf"), &layout).unwrap();
     cg.create().unwrap();
@@ -444,4 +447,48 @@ fn measure_lifecycle_cost() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn cgroup2_freezer_and_kill_on_real_kernel() {
+    require_root!();
+    let Some(layout) = hybrid_cgroup2_layout() else {
+        return;
+    };
+    let cg = Cgroup::with_layout(None, &unique("v2freeze"), &layout).unwrap();
+    cg.create().unwrap();
+    let guard = Guard(cg);
+    let cg = &guard.0;
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("counter");
+    let mut child = gated_shell(&format!(
+        "sleep 60 & i=0; while :; do i=$((i+1)); echo $i > {}; done",
+        counter.display()
+    ));
+    cg.add_pid(child.id() as i32).unwrap();
+    release(&mut child);
+    wait_until("the loop to start", || read_counter(&counter) > 0);
+    assert_eq!(cg.pids().unwrap().len(), 2);
+    cg.freeze().unwrap();
+    assert!(cg.is_frozen().unwrap());
+    let before = std::fs::read_to_string(&counter).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap(),
+        before,
+        "frozen process progressed"
+    );
+    cg.thaw().unwrap();
+    assert!(!cg.is_frozen().unwrap());
+    // SIGKILL through cgroup.kill, which also reaches the background sleep.
+    cg.kill_all(Signal::SIGKILL).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    wait_until("the cgroup to empty", || cg.pids().unwrap().is_empty());
+    cg.destroy().unwrap();
+    assert_gone(cg);
+    std::mem::forget(guard);
 }
