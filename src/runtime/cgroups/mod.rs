@@ -25,8 +25,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub use devices_bpf::Insn as BpfInsn;
-
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error("cgroup {path}: {msg}")]
@@ -433,16 +431,23 @@ impl Cgroup {
     /// Create the cgroup directories (and enable controllers / seed cpusets as needed).
     pub fn create(&self) -> Result<(), CgroupError> {
         let components = self.components();
-        let mut made_parents = 0;
         for d in &self.dirs {
             let made = match d.hierarchy.version {
-                Version::V1 => v1::create(&d.hierarchy, &components)?,
-                Version::V2 => v2::create(&d.hierarchy, &components)?,
+                Version::V1 => v1::create(&d.hierarchy, &components),
+                Version::V2 => v2::create(&d.hierarchy, &components),
             };
-            made_parents = made_parents.max(made.saturating_sub(1));
+            match made {
+                Ok(made) => {
+                    self.owned_parents
+                        .fetch_max(made.saturating_sub(1), Ordering::Relaxed);
+                }
+                Err(e) => {
+                    // Leave no half-made cgroup behind in the hierarchies already done.
+                    let _ = self.destroy();
+                    return Err(e);
+                }
+            }
         }
-        self.owned_parents
-            .fetch_max(made_parents, Ordering::Relaxed);
         Ok(())
     }
 
