@@ -1,0 +1,494 @@
+//! Real cgroups on whatever layout the host has (v1 hybrid here, cgroup2 in the QEMU guest):
+//! every test makes its own cgroup with a unique name, puts real processes in it, checks the
+//! kernel's effect, and removes it. Run as root; skipped otherwise.
+use nix::sys::signal::Signal;
+use oci_spec::runtime::{
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxPidsBuilder,
+    LinuxResources, LinuxResourcesBuilder,
+};
+use slipway::runtime::cgroups::{Cgroup, Hierarchy, Layout, LayoutKind, Version};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+/// A name no other test (or concurrent test run) uses.
+fn unique(name: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "t{}-{}-{}",
+        std::process::id(),
+        name,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A shell that waits for one line on stdin before running `script`, so that it can be moved
+/// into the cgroup before it does anything.
+fn gated_shell(script: &str) -> Child {
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("read _go; {script}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn /bin/sh")
+}
+
+fn release(child: &mut Child) {
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+}
+
+/// Removes the cgroup even when an assertion fails halfway.
+struct Guard(Cgroup);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill_all(Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.0.pids().unwrap_or_default().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.0.destroy();
+    }
+}
+
+fn new_cgroup(name: &str) -> Guard {
+    let cg = Cgroup::new(None, &unique(name)).unwrap();
+    cg.create().unwrap();
+    Guard(cg)
+}
+
+fn assert_gone(cg: &Cgroup) {
+    for d in &cg.dirs {
+        assert!(!d.dir.exists(), "{} left behind", d.dir.display());
+    }
+}
+
+#[test]
+fn memory_limit_oom_kills_and_is_counted() {
+    require_root!();
+    let guard = new_cgroup("oom");
+    let cg = &guard.0;
+    let limit = 32i64 << 20;
+    // Swap equal to the limit: no swap, so exceeding the limit can only end in the OOM killer.
+    let resources = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(limit)
+                .swap(limit)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    cg.apply(&resources).unwrap();
+    assert_eq!(cg.oom_kills().unwrap(), 0);
+    // tail keeps the whole newline-free stream in memory: 256 MiB, bounded even if the limit
+    // failed to apply.
+    let mut child = gated_shell("head -c 268435456 /dev/zero | tail > /dev/null");
+    cg.add_pid(child.id() as i32).unwrap();
+    assert!(cg.pids().unwrap().contains(&(child.id() as i32)));
+    release(&mut child);
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "allocating 256 MiB under a 32 MiB limit succeeded"
+    );
+    assert!(cg.oom_kills().unwrap() >= 1, "OOM kill not counted");
+    drop(guard);
+}
+
+#[test]
+fn pids_limit_makes_fork_fail() {
+    require_root!();
+    let guard = new_cgroup("pids");
+    let cg = &guard.0;
+    let resources = LinuxResourcesBuilder::default()
+        .pids(LinuxPidsBuilder::default().limit(2i64).build().unwrap())
+        .build()
+        .unwrap();
+    cg.apply(&resources).unwrap();
+    // The shell itself is one task: the first sleep is the second, the next fork must fail.
+    let mut child = gated_shell("for i in 1 2 3; do sleep 30 >/dev/null 2>&1 & done; wait");
+    cg.add_pid(child.id() as i32).unwrap();
+    release(&mut child);
+    let output = wait_output(child);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
+    assert!(
+        !output.status.success(),
+        "all forks succeeded under pids.max=2"
+    );
+    assert!(stderr.contains("fork"), "unexpected shell error: {stderr}");
+    drop(guard);
+}
+
+/// Wait for the shell without blocking on its leftover background children forever: kill the
+/// cgroup's remaining processes first if the shell is gone.
+fn wait_output(child: Child) -> std::process::Output {
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn freeze_stops_progress_until_thaw() {
+    require_root!();
+    let guard = new_cgroup("freeze");
+    let cg = &guard.0;
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("counter");
+    let mut child = gated_shell(&format!(
+        "i=0; while :; do i=$((i+1)); echo $i > {}; done",
+        counter.display()
+    ));
+    cg.add_pid(child.id() as i32).unwrap();
+    release(&mut child);
+    wait_until("the loop to start", || read_counter(&counter) > 0);
+    assert!(!cg.is_frozen().unwrap());
+    cg.freeze().unwrap();
+    assert!(cg.is_frozen().unwrap());
+    let before = std::fs::read_to_string(&counter).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap(),
+        before,
+        "frozen process progressed"
+    );
+    cg.thaw().unwrap();
+    assert!(!cg.is_frozen().unwrap());
+    let frozen_at = before.trim().parse::<u64>().unwrap_or(0);
+    wait_until("the loop to go on after thaw", || {
+        read_counter(&counter) > frozen_at
+    });
+    cg.kill_all(Signal::SIGKILL).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    drop(guard);
+}
+
+fn read_counter(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn kill_all_reaches_every_process_and_destroy_leaves_nothing() {
+    require_root!();
+    let parent = unique("nested");
+    let cg = Cgroup::new(Some(&format!("/slipway/{parent}/leaf")), "unused").unwrap();
+    cg.create().unwrap();
+    let guard = Guard(cg.clone());
+    let mut child = gated_shell("sleep 60 & sleep 60 & echo started; wait");
+    cg.add_pid(child.id() as i32).unwrap();
+    release(&mut child);
+    wait_until("three processes", || cg.pids().unwrap().len() == 3);
+    cg.kill_all(Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGTERM)
+    );
+    // The sleeps are children of the dead shell, reparented and reaped by init: wait for the
+    // cgroup to empty.
+    wait_until("the cgroup to empty", || cg.pids().unwrap().is_empty());
+    cg.destroy().unwrap();
+    assert_gone(&cg);
+    for d in &cg.dirs {
+        let made_parent = d.hierarchy.mount.join("slipway").join(&parent);
+        assert!(
+            !made_parent.exists(),
+            "{} left behind",
+            made_parent.display()
+        );
+    }
+    std::mem::forget(guard);
+}
+
+#[test]
+fn concurrent_create_and_destroy_share_parents_safely() {
+    require_root!();
+    let parent = unique("shared");
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let parent = parent.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let cg =
+                        Cgroup::new(Some(&format!("/slipway/{parent}/c{t}-{i}")), "x").unwrap();
+                    cg.create().unwrap();
+                    cg.destroy().unwrap();
+                    assert_gone(&cg);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for h in &Layout::host().unwrap().hierarchies {
+        let p = h.mount.join("slipway").join(&parent);
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
+}
+
+fn device_rules() -> LinuxResources {
+    let rule = |allow: bool, typ, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut b = LinuxDeviceCgroupBuilder::default()
+            .allow(allow)
+            .typ(typ)
+            .access(access);
+        if let Some(m) = major {
+            b = b.major(m);
+        }
+        if let Some(m) = minor {
+            b = b.minor(m);
+        }
+        b.build().unwrap()
+    };
+    LinuxResourcesBuilder::default()
+        .devices(vec![
+            rule(false, LinuxDeviceType::A, None, None, "rwm"),
+            rule(true, LinuxDeviceType::C, Some(1), Some(3), "rwm"), // /dev/null
+            rule(true, LinuxDeviceType::C, Some(1), Some(5), "r"),   // /dev/zero, read only
+        ])
+        .build()
+        .unwrap()
+}
+
+/// Runs the device checks in a cgroup; returns the shell's report line.
+fn device_probe(cg: &Cgroup) -> String {
+    cg.apply(&device_rules()).unwrap();
+    let mut child = gated_shell(
+        "r=''; \
+         if echo x > /dev/null; then r=\"${r}null-w:ok \"; else r=\"${r}null-w:denied \"; fi; \
+         if head -c1 /dev/zero > /dev/null; then r=\"${r}zero-r:ok \"; else r=\"${r}zero-r:denied \"; fi; \
+         if echo x > /dev/zero; then r=\"${r}zero-w:ok \"; else r=\"${r}zero-w:denied \"; fi; \
+         if head -c1 /dev/urandom > /dev/null; then r=\"${r}urandom:ok\"; else r=\"${r}urandom:denied\"; fi; \
+         echo \"$r\"",
+    );
+    cg.add_pid(child.id() as i32).unwrap();
+    release(&mut child);
+    let output = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+const DEVICE_EXPECTED: &str = "null-w:ok zero-r:ok zero-w:denied urandom:denied";
+
+#[test]
+fn device_rules_are_enforced() {
+    require_root!();
+    let guard = new_cgroup("devices");
+    assert_eq!(device_probe(&guard.0), DEVICE_EXPECTED);
+    drop(guard);
+}
+
+/// On a hybrid host, the controller-less cgroup2 mount seen as a unified layout: device
+/// programs, the freezer, `cgroup.kill` and `cgroup.procs` work on any cgroup2 directory, so
+/// the v2 code paths run against the real kernel here too. None on other layouts (there the
+/// ordinary tests take the v2 paths).
+fn hybrid_cgroup2_layout() -> Option<Layout> {
+    let host = Layout::host().unwrap();
+    if host.kind != LayoutKind::Hybrid {
+        eprintln!("skipped: the other tests cover cgroup2 on this layout");
+        return None;
+    }
+    let unified = host.hierarchies.iter().find(|h| h.version == Version::V2)?;
+    Some(Layout {
+        kind: LayoutKind::Unified,
+        hierarchies: vec![Hierarchy {
+            version: Version::V2,
+            controllers: vec![],
+            mount: unified.mount.clone(),
+        }],
+    })
+}
+
+#[test]
+fn device_bpf_program_is_enforced_on_cgroup2() {
+    require_root!();
+    let Some(layout) = hybrid_cgroup2_layout() else {
+        return;
+    };
+    let cg = Cgroup::with_layout(None, &unique("bpf"), &layout).unwrap();
+    cg.create().unwrap();
+    let guard = Guard(cg);
+    assert_eq!(device_probe(&guard.0), DEVICE_EXPECTED);
+    // An update replaces the program instead of stacking a second one (stacked programs
+    // must all allow, so a loosened rule set would not take effect).
+    let allow_all = LinuxResourcesBuilder::default()
+        .devices(vec![LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .access("rwm")
+            .build()
+            .unwrap()])
+        .build()
+        .unwrap();
+    guard.0.apply(&allow_all).unwrap();
+    let mut child = gated_shell("echo x > /dev/zero && echo ok");
+    guard.0.add_pid(child.id() as i32).unwrap();
+    release(&mut child);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "ok");
+    drop(guard);
+}
+
+#[test]
+fn state_round_trip_controls_the_same_cgroup() {
+    require_root!();
+    let guard = new_cgroup("state");
+    let json = serde_json::to_string(&guard.0).unwrap();
+    let restored: Cgroup = serde_json::from_str(&json).unwrap();
+    let mut child = gated_shell("sleep 60");
+    restored.add_pid(child.id() as i32).unwrap();
+    assert_eq!(guard.0.pids().unwrap(), vec![child.id() as i32]);
+    restored.kill_all(Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    drop(guard);
+}
+
+/// Cost of the cgroup part of a container start and stop, printed (no assertion):
+/// `cargo test --release --test cgroups -- --ignored --nocapture measure`. "cold": no other
+/// container, so the shared `/slipway` parent is made and removed every time; "warm": another
+/// container keeps it.
+#[test]
+#[ignore]
+fn measure_lifecycle_cost() {
+    require_root!();
+    let resources = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(256i64 << 20)
+                .build()
+                .unwrap(),
+        )
+        .pids(LinuxPidsBuilder::default().limit(128i64).build().unwrap())
+        .devices(device_rules().devices().clone().unwrap())
+        .build()
+        .unwrap();
+    let mut child = Command::new("/bin/sleep").arg("60").spawn().unwrap();
+    let pid = child.id() as i32;
+    // The process returns to the root cgroups between rounds.
+    let root_procs: Vec<_> = Layout::host()
+        .unwrap()
+        .hierarchies
+        .iter()
+        .map(|h| h.mount.join("cgroup.procs"))
+        .collect();
+    for phase in ["cold", "warm"] {
+        let anchor = (phase == "warm").then(|| new_cgroup("anchor"));
+        let rounds = 200;
+        let mut samples = [Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        for i in 0..rounds {
+            let t0 = Instant::now();
+            let cg = Cgroup::new(None, &unique(&format!("bench{i}"))).unwrap();
+            let t1 = Instant::now();
+            cg.create().unwrap();
+            let t2 = Instant::now();
+            cg.apply(&resources).unwrap();
+            let t3 = Instant::now();
+            cg.add_pid(pid).unwrap();
+            let t4 = Instant::now();
+            for p in &root_procs {
+                std::fs::write(p, pid.to_string()).unwrap();
+            }
+            let t5 = Instant::now();
+            cg.destroy().unwrap();
+            let t6 = Instant::now();
+            for (s, d) in samples
+                .iter_mut()
+                .zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t6 - t5])
+            {
+                s.push(d.as_micros() as u64);
+            }
+        }
+        let names = ["new", "create", "apply", "add_pid", "destroy"];
+        let mut total = 0;
+        let mut line = String::new();
+        for (name, s) in names.iter().zip(samples.iter_mut()) {
+            s.sort_unstable();
+            let median = s[s.len() / 2];
+            total += median;
+            line.push_str(&format!("{name} {median} us, "));
+        }
+        println!(
+            "{phase} ({:?} layout, {} hierarchies, median of {rounds}): {line}total {total} us",
+            Layout::host().unwrap().kind,
+            Layout::host().unwrap().hierarchies.len()
+        );
+        drop(anchor);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn cgroup2_freezer_and_kill_on_real_kernel() {
+    require_root!();
+    let Some(layout) = hybrid_cgroup2_layout() else {
+        return;
+    };
+    let cg = Cgroup::with_layout(None, &unique("v2freeze"), &layout).unwrap();
+    cg.create().unwrap();
+    let guard = Guard(cg);
+    let cg = &guard.0;
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("counter");
+    let mut child = gated_shell(&format!(
+        "sleep 60 & i=0; while :; do i=$((i+1)); echo $i > {}; done",
+        counter.display()
+    ));
+    cg.add_pid(child.id() as i32).unwrap();
+    release(&mut child);
+    wait_until("the loop to start", || read_counter(&counter) > 0);
+    assert_eq!(cg.pids().unwrap().len(), 2);
+    cg.freeze().unwrap();
+    assert!(cg.is_frozen().unwrap());
+    let before = std::fs::read_to_string(&counter).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap(),
+        before,
+        "frozen process progressed"
+    );
+    cg.thaw().unwrap();
+    assert!(!cg.is_frozen().unwrap());
+    // SIGKILL through cgroup.kill, which also reaches the background sleep.
+    cg.kill_all(Signal::SIGKILL).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    wait_until("the cgroup to empty", || cg.pids().unwrap().is_empty());
+    cg.destroy().unwrap();
+    assert_gone(cg);
+    std::mem::forget(guard);
+}
