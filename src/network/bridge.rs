@@ -64,7 +64,7 @@ pub enum NetworkError {
         container_id: String,
         network: String,
         #[source]
-        source: CniError,
+        source: Box<CniError>,
     },
     #[error("setting up the host firewall for network {network} failed: {source}")]
     Guard {
@@ -331,7 +331,7 @@ impl Network {
             action,
             container_id: id.to_string(),
             network: self.name.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -694,17 +694,16 @@ impl Network {
                 });
             }
         }
-        for dir in [self.ipam_dir().join(&self.name)] {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    first_error.get_or_insert(NetworkError::Host {
-                        what: "removing IPAM leases".into(),
-                        path: dir,
-                        source,
-                    });
-                }
+        let leases = self.ipam_dir().join(&self.name);
+        match std::fs::remove_dir_all(&leases) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                first_error.get_or_insert(NetworkError::Host {
+                    what: "removing IPAM leases".into(),
+                    path: leases,
+                    source,
+                });
             }
         }
         if let Ok(entries) = std::fs::read_dir(self.results_dir()) {
