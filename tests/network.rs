@@ -61,6 +61,8 @@ struct TestNet {
     network: Network,
     subnet_prefix: String,
     attached: Vec<(PathBuf, String)>,
+    /// Host links a test added itself (deleted on drop).
+    extra_links: Vec<String>,
 }
 
 impl TestNet {
@@ -87,6 +89,7 @@ impl TestNet {
             network,
             subnet_prefix,
             attached: Vec::new(),
+            extra_links: Vec::new(),
         }
     }
 
@@ -96,7 +99,8 @@ impl TestNet {
 
     fn container(&mut self, id: &str) -> (Netns, Attachment) {
         let netns = self.netns_dir().create(id).expect("create netns");
-        self.attached.push((netns.path().to_path_buf(), id.to_string()));
+        self.attached
+            .push((netns.path().to_path_buf(), id.to_string()));
         let started = Instant::now();
         let attachment = self
             .network
@@ -123,6 +127,11 @@ impl Drop for TestNet {
     fn drop(&mut self) {
         for (path, id) in &self.attached {
             let _ = self.network.detach(path, id, "eth0");
+        }
+        for link in &self.extra_links {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "delete", link])
+                .output();
         }
         if let Some(dir) = self.netns_dir.take() {
             for name in dir.list().unwrap_or_default() {
@@ -326,7 +335,8 @@ fn detach_and_teardown_leave_no_veth_bridge_rule_or_mount() {
     assert!(!rules_mentioning(nat_comment).unwrap().is_empty());
 
     // The bridge has no IPv6 address: no link-local path from containers to host services.
-    let bridge_v6 = std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"));
+    let bridge_v6 =
+        std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"));
     if let Ok(value) = bridge_v6 {
         assert_eq!(value.trim(), "1");
     }
@@ -349,7 +359,10 @@ fn detach_and_teardown_leave_no_veth_bridge_rule_or_mount() {
         .teardown_network()
         .expect("teardown is idempotent");
     assert!(!link_exists(&bridge), "bridge {bridge} still exists");
-    assert_eq!(rules_mentioning(&test.subnet_prefix).unwrap(), Vec::<String>::new());
+    assert_eq!(
+        rules_mentioning(&test.subnet_prefix).unwrap(),
+        Vec::<String>::new()
+    );
     assert_eq!(rules_mentioning(&bridge).unwrap(), Vec::<String>::new());
     assert_eq!(
         rules_mentioning(test.network.name()).unwrap(),
@@ -376,6 +389,175 @@ fn attach_refuses_a_path_that_is_not_a_namespace() {
     let not_ns = test.run_dir.join("plain-file");
     std::fs::write(&not_ns, b"").unwrap();
     let err = test.network.attach(&not_ns, "c-bad", "eth0").unwrap_err();
-    assert!(err.to_string().contains("not a mounted network namespace"), "{err}");
+    assert!(
+        err.to_string().contains("not a mounted network namespace"),
+        "{err}"
+    );
     assert!(test.network.attach(&not_ns, "bad/id", "eth0").is_err());
+}
+
+fn ip(args: &[&str]) {
+    let output = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(
+        output.status.success(),
+        "ip {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Egress is NATed to the host's address, and nothing outside the bridge can open a
+/// connection into it. "Outside" is another namespace of the test, joined to the host by a
+/// veth pair: no packet leaves the machine.
+#[test]
+fn egress_is_masqueraded_and_outsiders_cannot_connect_in() {
+    let mut test = TestNet::new(Vec::new());
+    let (ns, attachment) = test.container("c-egress");
+    let octet = test.subnet_prefix.split('.').nth(2).unwrap().to_string();
+    let host_side_ip = format!("10.214.{octet}.1");
+    let outside_ip: Ipv4Addr = format!("10.214.{octet}.2").parse().unwrap();
+    let host_link = format!("{}o", test.network.bridge());
+
+    let outside = test.netns_dir().create("outside").unwrap();
+    test.extra_links.push(host_link.clone());
+    let pid = std::process::id().to_string();
+    let subnet = test.network.subnet().to_string();
+    let (link_cmd, addr_cmd, up_cmd, route_cmd) = (
+        vec![
+            "link", "add", "eth0", "type", "veth", "peer", "name", &host_link, "netns", &pid,
+        ],
+        format!("addr add {outside_ip}/30 dev eth0"),
+        "link set eth0 up".to_string(),
+        format!("route add {subnet} via {host_side_ip}"),
+    );
+    outside
+        .run_in(|| {
+            // `ip` inherits this thread's namespace; the peer goes to the host's (our pid's).
+            ip(&link_cmd);
+            for cmd in [&addr_cmd, &up_cmd, &route_cmd] {
+                ip(&cmd.split(' ').collect::<Vec<_>>());
+            }
+        })
+        .unwrap();
+    ip(&[
+        "addr",
+        "add",
+        &format!("{host_side_ip}/30"),
+        "dev",
+        &host_link,
+    ]);
+    ip(&["link", "set", &host_link, "up"]);
+
+    // Container -> outside: allowed, and the outside sees the host's address (NAT).
+    let listener = outside
+        .run_in(move || TcpListener::bind(SocketAddrV4::new(outside_ip, 0)).unwrap())
+        .unwrap();
+    let to = listener.local_addr().unwrap();
+    let client = connect_from(&ns, to).expect("egress through NAT");
+    let (_served, peer) = listener.accept().unwrap();
+    assert_eq!(peer.ip().to_string(), host_side_ip, "source is masqueraded");
+    drop(client);
+
+    // Outside -> container: new connections are dropped on the host's forwarding path.
+    let c_ip = attachment.ip;
+    let in_container = ns
+        .run_in(move || TcpListener::bind(SocketAddrV4::new(c_ip, 0)).unwrap())
+        .unwrap();
+    let target = in_container.local_addr().unwrap();
+    let attempt = outside
+        .run_in(move || TcpStream::connect_timeout(&target, Duration::from_secs(1)))
+        .unwrap();
+    assert!(attempt.is_err(), "an outsider reached the container");
+
+    test.detach(ns.path(), "c-egress");
+}
+
+/// Not a check: prints attach/detach latencies (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn measure_attach_and_detach() {
+    let mut test = TestNet::new(Vec::new());
+    let mut attach_ms = Vec::new();
+    let mut detach_ms = Vec::new();
+    let mut namespaces = Vec::new();
+    for i in 0..10 {
+        let id = format!("bench-{i}");
+        let netns = test.netns_dir().create(&id).unwrap();
+        test.attached.push((netns.path().to_path_buf(), id.clone()));
+        let started = Instant::now();
+        test.network.attach(netns.path(), &id, "eth0").unwrap();
+        attach_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        namespaces.push((netns, id));
+    }
+    for (netns, id) in &namespaces {
+        let started = Instant::now();
+        test.network.detach(netns.path(), id, "eth0").unwrap();
+        detach_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let first = attach_ms[0];
+    let mut steady = attach_ms[1..].to_vec();
+    steady.sort_by(f64::total_cmp);
+    detach_ms.sort_by(f64::total_cmp);
+    eprintln!(
+        "first attach (creates bridge and rules): {first:.1} ms; next 9 attaches median {:.1} ms (min {:.1}, max {:.1}); detach median {:.1} ms (min {:.1}, max {:.1})",
+        steady[steady.len() / 2],
+        steady[0],
+        steady[steady.len() - 1],
+        detach_ms[detach_ms.len() / 2],
+        detach_ms[0],
+        detach_ms[detach_ms.len() - 1]
+    );
+}
+
+#[test]
+fn parallel_attaches_get_distinct_addresses_and_a_second_attach_is_refused() {
+    let mut test = TestNet::new(Vec::new());
+    let ids: Vec<String> = (0..4).map(|i| format!("c-par{i}")).collect();
+    let namespaces: Vec<Netns> = ids
+        .iter()
+        .map(|id| {
+            let netns = test.netns_dir().create(id).unwrap();
+            test.attached.push((netns.path().to_path_buf(), id.clone()));
+            netns
+        })
+        .collect();
+    let network = &test.network;
+    let mut addresses: Vec<Ipv4Addr> = std::thread::scope(|scope| {
+        let handles: Vec<_> = namespaces
+            .iter()
+            .zip(&ids)
+            .map(|(netns, id)| scope.spawn(move || network.attach(netns.path(), id, "eth0")))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().expect("parallel attach").ip)
+            .collect()
+    });
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 4, "every container has its own address");
+
+    // The guard rules were installed once, not once per concurrent attach.
+    let jumps = rules_mentioning(&format!("-j SLIPWAY-IN-{}", network.bridge())).unwrap();
+    assert_eq!(jumps.len(), 1, "{jumps:?}");
+
+    let err = network
+        .attach(namespaces[0].path(), &ids[0], "eth0")
+        .unwrap_err();
+    assert!(err.to_string().contains("already attached"), "{err}");
+    let recorded = network
+        .attachment(namespaces[0].path(), &ids[0], "eth0")
+        .unwrap()
+        .expect("the first attachment is still recorded");
+    assert!(addresses.contains(&recorded.ip));
+    // The refused attach did not disturb the first one.
+    network
+        .check(namespaces[0].path(), &ids[0], "eth0")
+        .unwrap();
+
+    for (netns, id) in namespaces.iter().zip(&ids) {
+        test.detach(netns.path(), id);
+    }
 }

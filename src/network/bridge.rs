@@ -54,8 +54,14 @@ pub enum NetworkError {
     },
     #[error("invalid container id {id:?}: use letters, digits, '_', '-' and '.' (CNI rule), at most 128 characters")]
     InvalidContainerId { id: String },
-    #[error("invalid interface name {name:?}: use 1 to 15 characters without '/', ':' or whitespace, and not '.' or '..'")]
+    #[error("invalid interface name {name:?}: use 1 to 15 characters without '/', ':' or whitespace, and not '.', '..' or (for the network interface) 'lo'")]
     InvalidIfname { name: String },
+    #[error("container {container_id} is already attached to network {network} as {ifname}; detach it first")]
+    AlreadyAttached {
+        container_id: String,
+        network: String,
+        ifname: String,
+    },
     #[error("{path} is not a mounted network namespace; create the container's namespace before attaching it")]
     NotANetns { path: PathBuf },
     #[error("{action} container {container_id} on network {network} failed: {source}")]
@@ -266,13 +272,15 @@ impl Network {
         self.data_dir.join("ipam")
     }
 
+    /// Cached ADD results of this network, one file per (container, interface).
     fn results_dir(&self) -> PathBuf {
-        self.data_dir.join("results")
+        self.data_dir.join("results").join(&self.name)
     }
 
     fn result_path(&self, container_id: &str, ifname: &str) -> PathBuf {
+        // Unambiguous: container ids cannot contain '@'.
         self.results_dir()
-            .join(format!("{}-{container_id}-{ifname}.json", self.name))
+            .join(format!("{container_id}@{ifname}.json"))
     }
 
     /// The configuration list (spec 1.0.0) for the container interface.
@@ -421,9 +429,23 @@ impl Network {
     ) -> Result<Attachment, NetworkError> {
         validate_container_id(container_id)?;
         validate_ifname(ifname)?;
+        if ifname == "lo" {
+            return Err(NetworkError::InvalidIfname {
+                name: ifname.to_string(),
+            });
+        }
         if !is_netns(netns) {
             return Err(NetworkError::NotANetns {
                 path: netns.to_path_buf(),
+            });
+        }
+        // A second ADD would fail, and its rollback would then tear down the working first
+        // attachment: refuse before touching anything.
+        if self.result_path(container_id, ifname).exists() {
+            return Err(NetworkError::AlreadyAttached {
+                container_id: container_id.to_string(),
+                network: self.name.clone(),
+                ifname: ifname.to_string(),
             });
         }
         self.prepare_host()?;
@@ -706,12 +728,16 @@ impl Network {
                 });
             }
         }
-        if let Ok(entries) = std::fs::read_dir(self.results_dir()) {
-            let prefix = format!("{}-", self.name);
-            for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = std::fs::remove_file(entry.path());
-                }
+        let results = self.results_dir();
+        match std::fs::remove_dir_all(&results) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                first_error.get_or_insert(NetworkError::Host {
+                    what: "removing cached CNI results".into(),
+                    path: results,
+                    source,
+                });
             }
         }
         match first_error {
