@@ -561,3 +561,106 @@ fn parallel_attaches_get_distinct_addresses_and_a_second_attach_is_refused() {
         test.detach(netns.path(), id);
     }
 }
+
+/// Cleans up the propagation test: the other mount namespace's process, the namespaces, the
+/// run dir's mount and the shared mount standing in for a systemd host's `/`.
+struct PropagationGuard {
+    other: std::process::Child,
+    netns_dir: Option<NetnsDir>,
+    shared: PathBuf,
+}
+
+impl Drop for PropagationGuard {
+    fn drop(&mut self) {
+        let _ = self.other.kill();
+        let _ = self.other.wait();
+        if let Some(dir) = self.netns_dir.take() {
+            for name in dir.list().unwrap_or_default() {
+                let _ = dir.delete(&name);
+            }
+            let _ = dir.release();
+        }
+        let _ = nix::mount::umount2(&self.shared, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn namespace_mounts_do_not_propagate_into_other_mount_namespaces() {
+    use nix::mount::{mount, MsFlags};
+    let temp = tempfile::tempdir().unwrap();
+    // Like `/` on a systemd host: a shared mount, whose peers see every new mount below it.
+    let shared = temp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    mount(
+        Some(&shared),
+        &shared,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    let other = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "unchanged", "sleep", "600"])
+        .spawn()
+        .expect("run unshare");
+    let mut guard = PropagationGuard {
+        other,
+        netns_dir: None,
+        shared: shared.clone(),
+    };
+    mount(
+        None::<&str>,
+        &shared,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    // Restart the other namespace now that the mount is shared, so it holds a peer of it.
+    let _ = guard.other.kill();
+    let _ = guard.other.wait();
+    guard.other = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "unchanged", "sleep", "600"])
+        .spawn()
+        .expect("run unshare");
+    let other_mountinfo = format!("/proc/{}/mountinfo", guard.other.id());
+    let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(format!("/proc/{}/ns/mnt", guard.other.id())).ok()
+        == Some(ours.clone())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "unshare did not enter a new mount namespace"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    let run_dir = shared.join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    let dir = NetnsDir::open(&run_dir).unwrap();
+    let netns = dir.create("c-prop").unwrap();
+    guard.netns_dir = Some(dir);
+    let ns_path = netns.path().to_string_lossy().into_owned();
+    assert!(mounts_under(netns.path())
+        .iter()
+        .any(|l| l.contains(&ns_path)));
+    let theirs = std::fs::read_to_string(&other_mountinfo).unwrap();
+    assert!(
+        !theirs.contains("c-prop"),
+        "the namespace mount leaked into another mount namespace:\n{theirs}"
+    );
+    // Our own netns directory mount is private (no "shared:" peer group tag).
+    let dir_path = guard
+        .netns_dir
+        .as_ref()
+        .unwrap()
+        .path()
+        .to_string_lossy()
+        .into_owned();
+    let dir_mount = mounts_under(Path::new(&dir_path))
+        .into_iter()
+        .find(|l| l.split(' ').nth(4) == Some(dir_path.as_str()))
+        .expect("the netns dir is a mount point");
+    assert!(!dir_mount.contains("shared:"), "{dir_mount}");
+}
