@@ -12,6 +12,9 @@
 //! * per-bridge iptables chains and rules (`host_guard.rs`) and the bridge plugin's per-
 //!   container `CNI-…` masquerade chains in the `nat` table.
 //!
+//! One interface per container per network: the bridge plugin names its masquerade chain after
+//! (network, container id), so two interfaces of one container on one network would share it.
+//!
 //! Not used: `portmap` (the router on the host connects to container addresses directly,
 //! nothing is published on host ports) and `firewall` (its shared `CNI-FORWARD` chain is not
 //! per network, so it could not be torn down cleanly; `host_guard.rs` writes the equivalent

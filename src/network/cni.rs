@@ -389,7 +389,7 @@ impl PluginRunner {
         let output = match done_rx.recv_timeout(self.timeout) {
             Ok(result) => result.map_err(spawn_err)?,
             Err(_) => {
-                // SAFETY-free: kill(2) on our own child's process group.
+                // Kill the whole group: the plugin and whatever it started.
                 let _ = nix::sys::signal::killpg(
                     nix::unistd::Pid::from_raw(pgid),
                     nix::sys::signal::Signal::SIGKILL,

@@ -10,7 +10,9 @@
 //! namespace mounts made below it do not propagate into other mount namespaces (a propagated
 //! copy would pin the namespace there after our unmount). A mount namespace created while a
 //! namespace is mounted still receives a copy at creation time; container runtimes drop it when
-//! they pivot_root and detach the old root.
+//! they pivot_root and detach the old root. (`ip netns` makes its directory shared instead, so
+//! that unmounts propagate too; with private we trade that for never pushing new namespace
+//! mounts into the mount namespaces of running builds and containers.)
 
 use std::fs::{File, OpenOptions};
 use std::io;
