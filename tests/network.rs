@@ -386,6 +386,9 @@ fn detach_and_teardown_leave_no_veth_bridge_rule_or_mount() {
 #[test]
 fn attach_refuses_a_path_that_is_not_a_namespace() {
     let test = TestNet::new(Vec::new());
+    test.network
+        .check_plugins()
+        .expect("loopback, bridge and host-local speak CNI 1.0.0");
     let not_ns = test.run_dir.join("plain-file");
     std::fs::write(&not_ns, b"").unwrap();
     let err = test.network.attach(&not_ns, "c-bad", "eth0").unwrap_err();
