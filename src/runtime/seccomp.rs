@@ -165,6 +165,34 @@ pub fn validate(profile: &LinuxSeccomp) -> Result<(), SeccompError> {
 
 /// Compile a profile for this machine's architecture (and the extra ones it lists).
 pub fn compile(profile: &LinuxSeccomp) -> Result<Program, SeccompError> {
+    let ctx = filter_context(profile)?;
+    let filter = export_bpf(&ctx)?;
+    if filter.len() > MAX_INSTRUCTIONS {
+        return Err(SeccompError::Invalid(format!(
+            "the compiled filter has {} instructions, more than the kernel's limit of \
+             {MAX_INSTRUCTIONS}; shorten the profile (merge rules, fewer architectures)",
+            filter.len()
+        )));
+    }
+    let mut flags = 0;
+    for flag in profile.flags().iter().flatten() {
+        flags |= filter_flag(*flag)?;
+    }
+    Ok(Program { filter, flags })
+}
+
+/// The filter in libseccomp's readable pseudo-C form, for inspecting what a profile compiles to.
+pub fn pseudo_code(profile: &LinuxSeccomp) -> Result<String, SeccompError> {
+    let ctx = filter_context(profile)?;
+    let mut file = memfd()?;
+    ctx.export_pfc(&file)
+        .map_err(|source| libseccomp_failed("exporting the filter as pseudo code", source))?;
+    let bytes = read_back(&mut file)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The libseccomp filter for a validated profile.
+fn filter_context(profile: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
     validate(profile)?;
     let default_action = action_for(
         profile.default_action(),
@@ -237,20 +265,7 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Program, SeccompError> {
             }
         }
     }
-
-    let filter = export_bpf(&ctx)?;
-    if filter.len() > MAX_INSTRUCTIONS {
-        return Err(SeccompError::Invalid(format!(
-            "the compiled filter has {} instructions, more than the kernel's limit of \
-             {MAX_INSTRUCTIONS}; shorten the profile (merge rules, fewer architectures)",
-            filter.len()
-        )));
-    }
-    let mut flags = 0;
-    for flag in profile.flags().iter().flatten() {
-        flags |= filter_flag(*flag)?;
-    }
-    Ok(Program { filter, flags })
+    Ok(ctx)
 }
 
 /// `compile`, with the result kept in `cache_dir` under the SHA-256 of the profile's JSON, so
@@ -551,18 +566,10 @@ fn condition_sets(args: &[LinuxSeccompArg]) -> Vec<Vec<ScmpArgCompare>> {
 /// The filter as classic BPF: libseccomp 2.5 exports only to a file descriptor, so through a
 /// memfd that is read back.
 fn export_bpf(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, SeccompError> {
-    // SAFETY: memfd_create takes a NUL-terminated name and returns a new descriptor or -1.
-    let fd = unsafe { libc::memfd_create(c"slipway-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(SeccompError::Export(io::Error::last_os_error()));
-    }
-    // SAFETY: fd was just created and is owned by nothing else.
-    let mut file = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut file = memfd()?;
     ctx.export_bpf(&file)
         .map_err(|source| libseccomp_failed("exporting the filter as BPF", source))?;
-    file.rewind().map_err(SeccompError::Export)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(SeccompError::Export)?;
+    let bytes = read_back(&mut file)?;
     instructions_from_bytes(&bytes).ok_or_else(|| {
         SeccompError::Export(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -572,6 +579,23 @@ fn export_bpf(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, Seccomp
             ),
         ))
     })
+}
+
+fn memfd() -> Result<fs::File, SeccompError> {
+    // SAFETY: memfd_create takes a NUL-terminated name and returns a new descriptor or -1.
+    let fd = unsafe { libc::memfd_create(c"slipway-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(SeccompError::Export(io::Error::last_os_error()));
+    }
+    // SAFETY: fd was just created and is owned by nothing else.
+    Ok(fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+fn read_back(file: &mut fs::File) -> Result<Vec<u8>, SeccompError> {
+    file.rewind().map_err(SeccompError::Export)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(SeccompError::Export)?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

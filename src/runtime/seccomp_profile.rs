@@ -525,13 +525,28 @@ pub fn default_profile_for(capabilities: &[String]) -> LinuxSeccomp {
         ));
     }
 
-    // Every socket family except AF_ALG (38) and AF_VSOCK (40). Conditions on the same
-    // argument inside one rule would be split into OR'ed rules (runc's convention, which
+    // Every socket family except AF_ALG (38) and AF_VSOCK (40), as in Docker, but written so
+    // that the upper half of the 64-bit register cannot smuggle a family past the check: the
+    // kernel truncates the argument to an int, so a rule such as "a0 > 40" would allow
+    // (1 << 32) | 40, which the kernel reads as AF_VSOCK. Each condition below implies that
+    // the upper half is zero. Families up to 63 are covered (the kernel knows 45 today).
+    // Conditions on one argument inside one rule would be OR'ed (runc's convention, which
     // `compile` follows), so each range is a rule of its own.
+    let masked = |mask_low_bits: u64, value: u64| {
+        arg(
+            0,
+            LinuxSeccompOperator::ScmpCmpMaskedEq,
+            !mask_low_bits,
+            Some(value),
+        )
+    };
     for condition in [
         arg(0, LinuxSeccompOperator::ScmpCmpLt, AF_ALG, None),
         arg(0, LinuxSeccompOperator::ScmpCmpEq, AF_ALG + 1, None),
-        arg(0, LinuxSeccompOperator::ScmpCmpGt, AF_VSOCK, None),
+        arg(0, LinuxSeccompOperator::ScmpCmpEq, AF_VSOCK + 1, None), // 41
+        masked(0x1, 42),                                             // 42..=43
+        masked(0x3, 44),                                             // 44..=47
+        masked(0xf, 48),                                             // 48..=63
     ] {
         rules.push(rule(
             &["socket"],

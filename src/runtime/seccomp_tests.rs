@@ -325,3 +325,9 @@ fn installing_an_empty_program_fails_cleanly() {
         Err(SeccompError::EmptyProgram)
     ));
 }
+
+#[test]
+#[ignore = "prints the default profile's pseudo code"]
+fn print_default_profile_pseudo_code() {
+    println!("{}", pseudo_code(&default_profile()).expect("exports"));
+}
