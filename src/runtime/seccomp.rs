@@ -218,7 +218,9 @@ fn filter_context(profile: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompEr
             .collect::<Result<_, _>>()?,
         _ => vec![native],
     };
-    // The context starts with the native architecture; drop it if the profile does not list it.
+    // The context starts with the native architecture and keeps it even when the profile does
+    // not list it (as runc does): the container's programs use the native ABI, and leaving it
+    // out would send every one of their syscalls to the bad-architecture action.
     for arch in &architectures {
         let arch = if *arch == ScmpArch::Native {
             native
@@ -234,14 +236,6 @@ fn filter_context(profile: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompEr
             })?;
         }
     }
-    let lists_native = architectures
-        .iter()
-        .any(|arch| *arch == native || *arch == ScmpArch::Native);
-    if !lists_native {
-        ctx.remove_arch(native)
-            .map_err(|source| libseccomp_failed("removing the native architecture", source))?;
-    }
-
     for (index, rule) in profile.syscalls().iter().flatten().enumerate() {
         let place = format!("linux.seccomp.syscalls[{index}]");
         let action = action_for(rule.action(), rule.errno_ret(), &place)?;

@@ -331,3 +331,17 @@ fn installing_an_empty_program_fails_cleanly() {
 fn print_default_profile_pseudo_code() {
     println!("{}", pseudo_code(&default_profile()).expect("exports"));
 }
+
+#[test]
+fn native_architecture_is_kept_when_the_profile_omits_it() {
+    let text = pseudo_code(&profile(
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_ARM"],
+            "syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    ))
+    .expect("exports");
+    assert!(text.contains("filter for arch arm "), "{text}");
+    #[cfg(target_arch = "x86_64")]
+    assert!(text.contains("filter for arch x86_64 "), "{text}");
+    #[cfg(target_arch = "aarch64")]
+    assert!(text.contains("filter for arch aarch64 "), "{text}");
+}
