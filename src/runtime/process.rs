@@ -55,7 +55,7 @@ pub fn stage1(
     enter_cgroup: &dyn Fn() -> Result<()>,
     stage2: &mut dyn FnMut() -> Result<Infallible>,
 ) -> ! {
-    let r = (|| -> Result<i32> {
+    let r = (|| -> Result<(i32, OwnedFd)> {
         enter_cgroup()?;
         for (flag, fd) in &ns.join {
             setns(fd, *flag).map_err(|e| RuntimeError::Init(format!("join {} namespace: {e}", ns_name(*flag))))?;
@@ -81,8 +81,16 @@ pub fn stage1(
         if !flags.is_empty() {
             unshare(flags).map_err(|e| RuntimeError::Init(format!("create namespaces {flags:?}: {e}")))?;
         }
+        // Stage 2 waits on this pipe until its pid is reported, so the runtime always knows
+        // the pid (to kill it on failure) before stage 2 can report anything itself.
+        let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| RuntimeError::Init(format!("pipe: {e}")))?;
         let pid = fork()?;
         if pid == 0 {
+            drop(go_write);
+            let mut b = [0u8; 1];
+            let _ = nix::unistd::read(&go_read, &mut b);
+            drop(go_read);
             match stage2() {
                 Ok(never) => match never {},
                 Err(e) => {
@@ -91,11 +99,13 @@ pub fn stage1(
                 }
             }
         }
-        Ok(pid)
+        drop(go_read);
+        Ok((pid, go_write))
     })();
     match r {
-        Ok(pid) => {
+        Ok((pid, go)) => {
             let _ = chan.send(&Msg::InitPid(pid));
+            let _ = nix::unistd::write(&go, b"g");
             exit_now(0)
         }
         Err(e) => {
