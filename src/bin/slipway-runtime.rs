@@ -11,7 +11,11 @@ use slipway::runtime::state::{self, StateRoot};
 use slipway::runtime::{spec, RuntimeError};
 
 #[derive(Parser)]
-#[command(name = "slipway-runtime", version, about = "slipway's OCI container runtime (runc-compatible command line)")]
+#[command(
+    name = "slipway-runtime",
+    version,
+    about = "slipway's OCI container runtime (runc-compatible command line)"
+)]
 struct Cli {
     /// Directory for container state (tmpfs recommended).
     #[arg(long, global = true, env = "SLIPWAY_RUNTIME_ROOT", default_value = state::DEFAULT_ROOT)]
@@ -229,7 +233,11 @@ fn log_error(cli: &Cli, msg: &str) {
             ),
             LogFormat::Text => format!("{} error: {msg}\n", state::now_rfc3339()),
         };
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             let _ = f.write_all(line.as_bytes());
         }
     }
@@ -253,16 +261,23 @@ fn dispatch(cli: &Cli, root: &StateRoot) -> R<u8> {
         Command::Spec { bundle } => {
             let path = bundle.join("config.json");
             if path.exists() {
-                return Err(RuntimeError::Invalid(format!("{} exists already: remove it first", path.display())));
+                return Err(RuntimeError::Invalid(format!(
+                    "{} exists already: remove it first",
+                    path.display()
+                )));
             }
             let rootless = cli.rootless.as_deref() == Some("true");
             let s = spec::default_spec(rootless);
             let text = serde_json::to_string_pretty(&s).expect("spec serializes");
-            std::fs::write(&path, text + "\n").map_err(|e| RuntimeError::Invalid(format!("write {}: {e}", path.display())))?;
+            std::fs::write(&path, text + "\n")
+                .map_err(|e| RuntimeError::Invalid(format!("write {}: {e}", path.display())))?;
             Ok(0)
         }
         Command::Create(a) => {
-            let console = a.console_socket.clone().map_or(Console::None, Console::Socket);
+            let console = a
+                .console_socket
+                .clone()
+                .map_or(Console::None, Console::Socket);
             container::create(root, &create_options(a, console))?;
             Ok(0)
         }
@@ -276,7 +291,11 @@ fn dispatch(cli: &Cli, root: &StateRoot) -> R<u8> {
             container::kill(root, id, sig, *all).map(|_| 0)
         }
         Command::Delete { force, id } => container::delete(root, id, *force).map(|_| 0),
-        Command::Run { create, detach, keep } => run(root, create, *detach, *keep),
+        Command::Run {
+            create,
+            detach,
+            keep,
+        } => run(root, create, *detach, *keep),
         Command::Exec(a) => exec(root, a),
         Command::Ps { format, id, .. } => {
             let pids = container::pids(root, id)?;
@@ -286,11 +305,22 @@ fn dispatch(cli: &Cli, root: &StateRoot) -> R<u8> {
                     println!("{:>8} {:>8}  CMD", "PID", "PPID");
                     for pid in pids {
                         let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
-                            .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_string())
+                            .map(|b| {
+                                String::from_utf8_lossy(&b)
+                                    .replace('\0', " ")
+                                    .trim()
+                                    .to_string()
+                            })
                             .unwrap_or_default();
                         let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
                             .ok()
-                            .and_then(|s| s.rsplit(')').next()?.split_whitespace().nth(1).map(String::from))
+                            .and_then(|s| {
+                                s.rsplit(')')
+                                    .next()?
+                                    .split_whitespace()
+                                    .nth(1)
+                                    .map(String::from)
+                            })
                             .unwrap_or_default();
                         println!("{pid:>8} {ppid:>8}  {cmd}");
                     }
@@ -318,10 +348,24 @@ fn dispatch(cli: &Cli, root: &StateRoot) -> R<u8> {
                     .collect();
                 println!("{}", serde_json::to_string(&v).expect("json"));
             } else {
-                println!("{:<20} {:<8} {:<10} {:<40} {:<32} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+                println!(
+                    "{:<20} {:<8} {:<10} {:<40} {:<32} OWNER",
+                    "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+                );
                 for e in &entries {
-                    let pid = if e.status == state::Status::Stopped { 0 } else { e.state.pid };
-                    println!("{:<20} {:<8} {:<10} {:<40} {:<32} root", e.state.id, pid, e.status, e.state.bundle.display(), e.state.created);
+                    let pid = if e.status == state::Status::Stopped {
+                        0
+                    } else {
+                        e.state.pid
+                    };
+                    println!(
+                        "{:<20} {:<8} {:<10} {:<40} {:<32} root",
+                        e.state.id,
+                        pid,
+                        e.status,
+                        e.state.bundle.display(),
+                        e.state.created
+                    );
                 }
             }
             Ok(0)
@@ -377,16 +421,26 @@ fn exec(root: &StateRoot, a: &ExecArgs) -> R<u8> {
             let text = if path == Path::new("-") {
                 std::io::read_to_string(std::io::stdin()).unwrap_or_default()
             } else {
-                std::fs::read_to_string(path).map_err(|e| RuntimeError::Invalid(format!("--process {}: {e}", path.display())))?
+                std::fs::read_to_string(path).map_err(|e| {
+                    RuntimeError::Invalid(format!("--process {}: {e}", path.display()))
+                })?
             };
-            serde_json::from_str::<Process>(&text)
-                .map_err(|e| RuntimeError::Invalid(format!("--process {}: not an OCI process: {e}", path.display())))?
+            serde_json::from_str::<Process>(&text).map_err(|e| {
+                RuntimeError::Invalid(format!(
+                    "--process {}: not an OCI process: {e}",
+                    path.display()
+                ))
+            })?
         }
         None => {
             if a.command.is_empty() {
-                return Err(RuntimeError::Invalid("exec needs a command (or --process FILE)".into()));
+                return Err(RuntimeError::Invalid(
+                    "exec needs a command (or --process FILE)".into(),
+                ));
             }
-            let saved = root.load_spec(&a.id).map_err(|_| RuntimeError::NotFound(a.id.clone()))?;
+            let saved = root
+                .load_spec(&a.id)
+                .map_err(|_| RuntimeError::NotFound(a.id.clone()))?;
             let mut p = saved.process().clone().unwrap_or_default();
             p.set_args(Some(a.command.clone()));
             p.set_terminal(Some(a.tty));
@@ -402,12 +456,17 @@ fn exec(root: &StateRoot, a: &ExecArgs) -> R<u8> {
             }
             if let Some(u) = &a.user {
                 let (uid, gid) = u.split_once(':').unwrap_or((u, "0"));
-                let parse = |s: &str| s.parse::<u32>().map_err(|_| RuntimeError::Invalid(format!("--user {u}: use numeric UID[:GID]")));
+                let parse = |s: &str| {
+                    s.parse::<u32>().map_err(|_| {
+                        RuntimeError::Invalid(format!("--user {u}: use numeric UID[:GID]"))
+                    })
+                };
                 p.user_mut().set_uid(parse(uid)?);
                 p.user_mut().set_gid(parse(gid)?);
             }
             if !a.additional_gids.is_empty() {
-                p.user_mut().set_additional_gids(Some(a.additional_gids.clone()));
+                p.user_mut()
+                    .set_additional_gids(Some(a.additional_gids.clone()));
             }
             if a.no_new_privs {
                 p.set_no_new_privileges(Some(true));
@@ -415,9 +474,15 @@ fn exec(root: &StateRoot, a: &ExecArgs) -> R<u8> {
             if !a.caps.is_empty() {
                 let mut caps = p.capabilities().clone().unwrap_or_default();
                 for name in &a.caps {
-                    let c: oci_spec::runtime::Capability = serde_json::from_value(serde_json::Value::String(name.clone()))
-                        .map_err(|_| RuntimeError::Invalid(format!("unknown capability {name}")))?;
-                    for set in [caps.bounding().clone(), caps.effective().clone(), caps.permitted().clone()] {
+                    let c: oci_spec::runtime::Capability = serde_json::from_value(
+                        serde_json::Value::String(name.clone()),
+                    )
+                    .map_err(|_| RuntimeError::Invalid(format!("unknown capability {name}")))?;
+                    for set in [
+                        caps.bounding().clone(),
+                        caps.effective().clone(),
+                        caps.permitted().clone(),
+                    ] {
                         let _ = set;
                     }
                     let add = |s: &Option<oci_spec::runtime::Capabilities>| {
@@ -425,7 +490,11 @@ fn exec(root: &StateRoot, a: &ExecArgs) -> R<u8> {
                         s.insert(c);
                         Some(s)
                     };
-                    let (b, e, pm) = (add(caps.bounding()), add(caps.effective()), add(caps.permitted()));
+                    let (b, e, pm) = (
+                        add(caps.bounding()),
+                        add(caps.effective()),
+                        add(caps.permitted()),
+                    );
                     caps.set_bounding(b);
                     caps.set_effective(e);
                     caps.set_permitted(pm);
@@ -445,7 +514,13 @@ fn exec(root: &StateRoot, a: &ExecArgs) -> R<u8> {
         container::become_subreaper()?;
         container::block_signals();
     }
-    let opts = ExecOptions { process, pid_file: a.pid_file.clone(), console, detach: a.detach, preserve_fds: a.preserve_fds };
+    let opts = ExecOptions {
+        process,
+        pid_file: a.pid_file.clone(),
+        console,
+        detach: a.detach,
+        preserve_fds: a.preserve_fds,
+    };
     let (pid, master) = container::exec(root, &a.id, &opts)?;
     if a.detach {
         return Ok(0);
@@ -465,26 +540,56 @@ fn update_resources(a: &UpdateArgs) -> R<LinuxResources> {
         let text = if path == Path::new("-") {
             std::io::read_to_string(std::io::stdin()).unwrap_or_default()
         } else {
-            std::fs::read_to_string(path).map_err(|e| RuntimeError::Invalid(format!("--resources {}: {e}", path.display())))?
+            std::fs::read_to_string(path).map_err(|e| {
+                RuntimeError::Invalid(format!("--resources {}: {e}", path.display()))
+            })?
         };
-        return serde_json::from_str(&text)
-            .map_err(|e| RuntimeError::Invalid(format!("--resources {}: not OCI linux.resources: {e}", path.display())));
+        return serde_json::from_str(&text).map_err(|e| {
+            RuntimeError::Invalid(format!(
+                "--resources {}: not OCI linux.resources: {e}",
+                path.display()
+            ))
+        });
     }
     let mut v = serde_json::json!({});
     let mut mem = serde_json::Map::new();
-    if let Some(x) = a.memory { mem.insert("limit".into(), x.into()); }
-    if let Some(x) = a.memory_swap { mem.insert("swap".into(), x.into()); }
-    if let Some(x) = a.memory_reservation { mem.insert("reservation".into(), x.into()); }
-    if !mem.is_empty() { v["memory"] = mem.into(); }
+    if let Some(x) = a.memory {
+        mem.insert("limit".into(), x.into());
+    }
+    if let Some(x) = a.memory_swap {
+        mem.insert("swap".into(), x.into());
+    }
+    if let Some(x) = a.memory_reservation {
+        mem.insert("reservation".into(), x.into());
+    }
+    if !mem.is_empty() {
+        v["memory"] = mem.into();
+    }
     let mut cpu = serde_json::Map::new();
-    if let Some(x) = a.cpu_shares { cpu.insert("shares".into(), x.into()); }
-    if let Some(x) = a.cpu_quota { cpu.insert("quota".into(), x.into()); }
-    if let Some(x) = a.cpu_period { cpu.insert("period".into(), x.into()); }
-    if let Some(x) = &a.cpuset_cpus { cpu.insert("cpus".into(), x.clone().into()); }
-    if let Some(x) = &a.cpuset_mems { cpu.insert("mems".into(), x.clone().into()); }
-    if !cpu.is_empty() { v["cpu"] = cpu.into(); }
-    if let Some(x) = a.pids_limit { v["pids"] = serde_json::json!({"limit": x}); }
-    if let Some(x) = a.blkio_weight { v["blockIO"] = serde_json::json!({"weight": x}); }
+    if let Some(x) = a.cpu_shares {
+        cpu.insert("shares".into(), x.into());
+    }
+    if let Some(x) = a.cpu_quota {
+        cpu.insert("quota".into(), x.into());
+    }
+    if let Some(x) = a.cpu_period {
+        cpu.insert("period".into(), x.into());
+    }
+    if let Some(x) = &a.cpuset_cpus {
+        cpu.insert("cpus".into(), x.clone().into());
+    }
+    if let Some(x) = &a.cpuset_mems {
+        cpu.insert("mems".into(), x.clone().into());
+    }
+    if !cpu.is_empty() {
+        v["cpu"] = cpu.into();
+    }
+    if let Some(x) = a.pids_limit {
+        v["pids"] = serde_json::json!({"limit": x});
+    }
+    if let Some(x) = a.blkio_weight {
+        v["blockIO"] = serde_json::json!({"weight": x});
+    }
     serde_json::from_value(v).map_err(|e| RuntimeError::Invalid(format!("update: {e}")))
 }
 

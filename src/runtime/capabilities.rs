@@ -17,12 +17,17 @@ pub struct CapSets {
     pub ambient: CapsHashSet,
 }
 
-fn convert(set: &Option<oci_spec::runtime::Capabilities>, supported: &CapsHashSet) -> Result<CapsHashSet> {
+fn convert(
+    set: &Option<oci_spec::runtime::Capabilities>,
+    supported: &CapsHashSet,
+) -> Result<CapsHashSet> {
     let mut out = CapsHashSet::new();
     for c in set.iter().flatten() {
         let name = format!("CAP_{c}");
         let cap: Capability = name.parse().map_err(|_| {
-            RuntimeError::Invalid(format!("unknown capability {name}: see capabilities(7) for the names"))
+            RuntimeError::Invalid(format!(
+                "unknown capability {name}: see capabilities(7) for the names"
+            ))
         })?;
         // A capability newer than the running kernel cannot be granted; runc skips it too.
         if supported.contains(&cap) {
@@ -33,7 +38,9 @@ fn convert(set: &Option<oci_spec::runtime::Capabilities>, supported: &CapsHashSe
 }
 
 pub fn from_spec(c: Option<&LinuxCapabilities>) -> Result<CapSets> {
-    let Some(c) = c else { return Ok(CapSets::default()) };
+    let Some(c) = c else {
+        return Ok(CapSets::default());
+    };
     let supported = caps::runtime::thread_all_supported();
     Ok(CapSets {
         bounding: convert(c.bounding(), &supported)?,
@@ -53,7 +60,8 @@ fn err(what: &str, e: caps::errors::CapsError) -> RuntimeError {
 pub fn apply_bounding(sets: &CapSets) -> Result<()> {
     for cap in caps::runtime::thread_all_supported() {
         if !sets.bounding.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap).map_err(|e| err("drop bounding capability", e))?;
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| err("drop bounding capability", e))?;
         }
     }
     Ok(())
@@ -80,16 +88,34 @@ pub fn apply_sets(sets: &CapSets) -> Result<()> {
         inheritable: u32,
     }
     const VERSION_3: u32 = 0x2008_0522;
-    let (e, p, i) = (mask(&sets.effective), mask(&sets.permitted), mask(&sets.inheritable));
-    let header = Header { version: VERSION_3, pid: 0 };
+    let (e, p, i) = (
+        mask(&sets.effective),
+        mask(&sets.permitted),
+        mask(&sets.inheritable),
+    );
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
     let data = [
-        Data { effective: e as u32, permitted: p as u32, inheritable: i as u32 },
-        Data { effective: (e >> 32) as u32, permitted: (p >> 32) as u32, inheritable: (i >> 32) as u32 },
+        Data {
+            effective: e as u32,
+            permitted: p as u32,
+            inheritable: i as u32,
+        },
+        Data {
+            effective: (e >> 32) as u32,
+            permitted: (p >> 32) as u32,
+            inheritable: (i >> 32) as u32,
+        },
     ];
     // SAFETY: header and data follow the kernel's _LINUX_CAPABILITY_VERSION_3 layout.
     let r = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
     if r != 0 {
-        return Err(RuntimeError::Init(format!("capset: {}", std::io::Error::last_os_error())));
+        return Err(RuntimeError::Init(format!(
+            "capset: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     caps::clear(None, CapSet::Ambient).map_err(|e| err("clear ambient capabilities", e))?;
     for cap in &sets.ambient {

@@ -12,7 +12,10 @@ use super::error::{Result, RuntimeError};
 /// Connect to the caller's console socket (before fork, in the runtime's mount namespace).
 pub fn connect(path: &Path) -> Result<OwnedFd> {
     let s = UnixStream::connect(path).map_err(|e| {
-        RuntimeError::Invalid(format!("console socket {}: {e}: the caller must listen on it", path.display()))
+        RuntimeError::Invalid(format!(
+            "console socket {}: {e}: the caller must listen on it",
+            path.display()
+        ))
     })?;
     Ok(OwnedFd::from(s))
 }
@@ -23,21 +26,38 @@ pub fn open_pty() -> Result<(OwnedFd, OwnedFd, String)> {
     unsafe {
         let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
         if master < 0 {
-            return Err(RuntimeError::Init(format!("open /dev/ptmx: {}", std::io::Error::last_os_error())));
+            return Err(RuntimeError::Init(format!(
+                "open /dev/ptmx: {}",
+                std::io::Error::last_os_error()
+            )));
         }
         let master = OwnedFd::from_raw_fd(master);
         if libc::grantpt(master.as_raw_fd()) != 0 || libc::unlockpt(master.as_raw_fd()) != 0 {
-            return Err(RuntimeError::Init(format!("unlock pty: {}", std::io::Error::last_os_error())));
+            return Err(RuntimeError::Init(format!(
+                "unlock pty: {}",
+                std::io::Error::last_os_error()
+            )));
         }
         let mut buf = [0 as libc::c_char; 128];
         if libc::ptsname_r(master.as_raw_fd(), buf.as_mut_ptr(), buf.len()) != 0 {
-            return Err(RuntimeError::Init(format!("ptsname: {}", std::io::Error::last_os_error())));
+            return Err(RuntimeError::Init(format!(
+                "ptsname: {}",
+                std::io::Error::last_os_error()
+            )));
         }
-        let name = std::ffi::CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned();
+        let name = std::ffi::CStr::from_ptr(buf.as_ptr())
+            .to_string_lossy()
+            .into_owned();
         let cname = std::ffi::CString::new(name.clone()).expect("no NUL in pts name");
-        let slave = libc::open(cname.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        let slave = libc::open(
+            cname.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
         if slave < 0 {
-            return Err(RuntimeError::Init(format!("open {name}: {}", std::io::Error::last_os_error())));
+            return Err(RuntimeError::Init(format!(
+                "open {name}: {}",
+                std::io::Error::last_os_error()
+            )));
         }
         Ok((master, OwnedFd::from_raw_fd(slave), name))
     }
@@ -58,9 +78,17 @@ pub fn recv_fd(socket: RawFd) -> Result<OwnedFd> {
     let mut buf = [0u8; 64];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = nix::sys::socket::recvmsg::<()>(socket, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(|e| RuntimeError::Init(format!("receive the pty: {e}")))?;
-    for c in msg.cmsgs().map_err(|e| RuntimeError::Init(format!("receive the pty: {e}")))? {
+    let msg = nix::sys::socket::recvmsg::<()>(
+        socket,
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| RuntimeError::Init(format!("receive the pty: {e}")))?;
+    for c in msg
+        .cmsgs()
+        .map_err(|e| RuntimeError::Init(format!("receive the pty: {e}")))?
+    {
         if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
             if let Some(fd) = fds.first() {
                 // SAFETY: the kernel just installed this descriptor for us.
@@ -68,7 +96,9 @@ pub fn recv_fd(socket: RawFd) -> Result<OwnedFd> {
             }
         }
     }
-    Err(RuntimeError::Init("no descriptor arrived on the console socket".into()))
+    Err(RuntimeError::Init(
+        "no descriptor arrived on the console socket".into(),
+    ))
 }
 
 /// Make `slave` the controlling terminal and the stdio of the calling process.
@@ -76,16 +106,27 @@ pub fn become_terminal(slave: &OwnedFd, rows: u32, cols: u32) -> Result<()> {
     // SAFETY: plain libc calls on a descriptor we own.
     unsafe {
         if rows > 0 || cols > 0 {
-            let ws = libc::winsize { ws_row: rows as u16, ws_col: cols as u16, ws_xpixel: 0, ws_ypixel: 0 };
+            let ws = libc::winsize {
+                ws_row: rows as u16,
+                ws_col: cols as u16,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
             libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws);
         }
         for target in 0..3 {
             if libc::dup2(slave.as_raw_fd(), target) < 0 {
-                return Err(RuntimeError::Init(format!("dup pty: {}", std::io::Error::last_os_error())));
+                return Err(RuntimeError::Init(format!(
+                    "dup pty: {}",
+                    std::io::Error::last_os_error()
+                )));
             }
         }
         if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
-            return Err(RuntimeError::Init(format!("set controlling terminal: {}", std::io::Error::last_os_error())));
+            return Err(RuntimeError::Init(format!(
+                "set controlling terminal: {}",
+                std::io::Error::last_os_error()
+            )));
         }
     }
     Ok(())
@@ -104,7 +145,11 @@ impl Drop for ProxyGuard {
             let _ = h.join();
         }
         if let Some(t) = &self.saved {
-            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, t);
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
         }
     }
 }

@@ -65,7 +65,11 @@ impl Drop for CreateGuard<'_> {
 /// Path to a socket in the state dir, short enough for sockaddr_un even when the state dir
 /// path is long (containerd's are): go through a descriptor of the directory.
 fn socket_path(dir_fd: &std::fs::File) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}/{}", dir_fd.as_raw_fd(), state::START_SOCKET))
+    PathBuf::from(format!(
+        "/proc/self/fd/{}/{}",
+        dir_fd.as_raw_fd(),
+        state::START_SOCKET
+    ))
 }
 
 fn open_dir(dir: &Path) -> Result<std::fs::File> {
@@ -85,7 +89,11 @@ fn namespace_plan(spec: &Spec) -> Result<NamespacePlan> {
         match ns.path() {
             Some(p) => {
                 let f = std::fs::File::open(p).map_err(|e| {
-                    RuntimeError::Invalid(format!("namespace path {} ({}): {e}", p.display(), ns.typ()))
+                    RuntimeError::Invalid(format!(
+                        "namespace path {} ({}): {e}",
+                        p.display(),
+                        ns.typ()
+                    ))
                 })?;
                 plan.join.push((flag, OwnedFd::from(f)));
             }
@@ -115,7 +123,10 @@ fn absolute(p: &Path) -> PathBuf {
 
 fn compile_seccomp(spec: &Spec, root: &StateRoot) -> Result<Option<seccomp::Program>> {
     match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(s) => Ok(Some(seccomp::compile_cached(s, &root.root.join(".seccomp-cache"))?)),
+        Some(s) => Ok(Some(seccomp::compile_cached(
+            s,
+            &root.root.join(".seccomp-cache"),
+        )?)),
         None => Ok(None),
     }
 }
@@ -125,7 +136,10 @@ fn compile_seccomp(spec: &Spec, root: &StateRoot) -> Result<Option<seccomp::Prog
 pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Option<OwnedFd>)> {
     state::check_id(&o.id)?;
     let bundle = o.bundle.canonicalize().map_err(|e| {
-        RuntimeError::Invalid(format!("bundle {}: {e}: pass --bundle DIR with a config.json", o.bundle.display()))
+        RuntimeError::Invalid(format!(
+            "bundle {}: {e}: pass --bundle DIR with a config.json",
+            o.bundle.display()
+        ))
     })?;
     let spec = spec::load(&bundle)?;
     spec::validate(&spec)?;
@@ -139,14 +153,23 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
         ));
     }
     let linux = spec.linux().clone().unwrap_or_default();
-    let cgroup = Cgroup::new(linux.cgroups_path().as_ref().and_then(|p| p.to_str()), &o.id)?;
+    let cgroup = Cgroup::new(
+        linux.cgroups_path().as_ref().and_then(|p| p.to_str()),
+        &o.id,
+    )?;
     let seccomp = compile_seccomp(&spec, root)?;
     let exec = ExecPlan::new(process, seccomp, o.preserve_fds)?;
     let ns = namespace_plan(&spec)?;
     let own_mount_ns = spec::has_namespace(&spec, LinuxNamespaceType::Mount);
 
     let dir = root.claim(&o.id)?;
-    let mut guard = CreateGuard { root, id: o.id.clone(), cgroup: None, pid: None, armed: true };
+    let mut guard = CreateGuard {
+        root,
+        id: o.id.clone(),
+        cgroup: None,
+        pid: None,
+        armed: true,
+    };
     cgroup.create()?;
     guard.cgroup = Some(cgroup.clone());
     if let Some(res) = linux.resources() {
@@ -154,7 +177,8 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
     }
 
     let dir_fd = open_dir(&dir)?;
-    let listener = UnixListener::bind(socket_path(&dir_fd)).map_err(io_err("bind start socket", dir.join(state::START_SOCKET)))?;
+    let listener = UnixListener::bind(socket_path(&dir_fd))
+        .map_err(io_err("bind start socket", dir.join(state::START_SOCKET)))?;
     let (console_fd, proxy_end) = match (&o.console, terminal) {
         (Console::Socket(p), true) => (Some(console::connect(p)?), None),
         (Console::Proxy, true) => {
@@ -189,8 +213,14 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
             no_pivot: o.no_pivot,
             state_template: &state_json,
         };
-        let enter = || cgroup.add_pid(std::process::id() as i32).map_err(RuntimeError::from);
-        process::stage1(&child_chan, &ns, &enter, &mut || init::run(&ctx, &child_chan));
+        let enter = || {
+            cgroup
+                .add_pid(std::process::id() as i32)
+                .map_err(RuntimeError::from)
+        };
+        process::stage1(&child_chan, &ns, &enter, &mut || {
+            init::run(&ctx, &child_chan)
+        });
     }
     drop(child_chan);
     drop(listener);
@@ -199,7 +229,9 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
     let result = (|| -> Result<i32> {
         let mut init_pid = None;
         loop {
-            let msg = parent_chan.recv().map_err(io_err("handshake", "container init"))?;
+            let msg = parent_chan
+                .recv()
+                .map_err(io_err("handshake", "container init"))?;
             match msg {
                 Some(Msg::MapIds(pid)) => {
                     process::write_id_maps(
@@ -207,7 +239,9 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
                         linux.uid_mappings().as_deref().unwrap_or(&[]),
                         linux.gid_mappings().as_deref().unwrap_or(&[]),
                     )?;
-                    parent_chan.send(&Msg::MapsDone).map_err(io_err("handshake", "container init"))?;
+                    parent_chan
+                        .send(&Msg::MapsDone)
+                        .map_err(io_err("handshake", "container init"))?;
                 }
                 Some(Msg::InitPid(pid)) => {
                     init_pid = Some(pid);
@@ -221,16 +255,30 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
                     if let Some(h) = spec.hooks() {
                         let s = state_json(pid, "created");
                         hooks::run(h.prestart().as_deref().unwrap_or(&[]), &s, "prestart")?;
-                        hooks::run(h.create_runtime().as_deref().unwrap_or(&[]), &s, "createRuntime")?;
+                        hooks::run(
+                            h.create_runtime().as_deref().unwrap_or(&[]),
+                            &s,
+                            "createRuntime",
+                        )?;
                     }
-                    parent_chan.send(&Msg::HooksDone).map_err(io_err("handshake", "container init"))?;
+                    parent_chan
+                        .send(&Msg::HooksDone)
+                        .map_err(io_err("handshake", "container init"))?;
                 }
                 Some(Msg::Ready) => {
-                    return init_pid.ok_or_else(|| RuntimeError::Init("init ready before its pid was known".into()))
+                    return init_pid.ok_or_else(|| {
+                        RuntimeError::Init("init ready before its pid was known".into())
+                    })
                 }
                 Some(Msg::Error(e)) => return Err(RuntimeError::Init(e)),
-                Some(other) => return Err(RuntimeError::Init(format!("unexpected message {other:?}"))),
-                None => return Err(RuntimeError::Init("the container init exited during setup".into())),
+                Some(other) => {
+                    return Err(RuntimeError::Init(format!("unexpected message {other:?}")))
+                }
+                None => {
+                    return Err(RuntimeError::Init(
+                        "the container init exited during setup".into(),
+                    ))
+                }
             }
         }
     })();
@@ -276,8 +324,10 @@ pub fn start(root: &StateRoot, id: &str) -> Result<()> {
     }
     let dir_fd = open_dir(&root.dir(id))?;
     let sock = socket_path(&dir_fd);
-    let mut conn = UnixStream::connect(&sock).map_err(io_err("connect", root.dir(id).join(state::START_SOCKET)))?;
-    conn.write_all(b"s").map_err(io_err("start", root.dir(id)))?;
+    let mut conn = UnixStream::connect(&sock)
+        .map_err(io_err("connect", root.dir(id).join(state::START_SOCKET)))?;
+    conn.write_all(b"s")
+        .map_err(io_err("start", root.dir(id)))?;
     let mut reply = String::new();
     let _ = conn.read_to_string(&mut reply);
     let _ = std::fs::remove_file(root.dir(id).join(state::START_SOCKET));
@@ -287,7 +337,11 @@ pub fn start(root: &StateRoot, id: &str) -> Result<()> {
     let spec = root.load_spec(id)?;
     if let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststart().clone()) {
         // A failing poststart hook is reported but does not stop the container (OCI).
-        if let Err(e) = hooks::run(&h, &state::oci_state_json(&st, Status::Running), "poststart") {
+        if let Err(e) = hooks::run(
+            &h,
+            &state::oci_state_json(&st, Status::Running),
+            "poststart",
+        ) {
             eprintln!("warning: {e}");
         }
     }
@@ -302,24 +356,32 @@ pub fn state_json(root: &StateRoot, id: &str) -> Result<String> {
 /// Parse `TERM`, `SIGTERM` or `15`.
 pub fn parse_signal(s: &str) -> Result<Signal> {
     if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| RuntimeError::Invalid(format!("unknown signal number {n}")));
+        return Signal::try_from(n)
+            .map_err(|_| RuntimeError::Invalid(format!("unknown signal number {n}")));
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
-    name.parse::<Signal>().map_err(|_| RuntimeError::Invalid(format!("unknown signal {s:?} (try TERM, KILL, 15)")))
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    name.parse::<Signal>()
+        .map_err(|_| RuntimeError::Invalid(format!("unknown signal {s:?} (try TERM, KILL, 15)")))
 }
 
 fn kill_cgroup(cg: &Cgroup, sig: Signal) {
-    for pid in cg.pids().unwrap_or_default() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-    }
+    let _ = cg.kill_all(sig);
 }
 
 pub fn kill(root: &StateRoot, id: &str, sig: Signal, all: bool) -> Result<()> {
     let st = root.load(id)?;
     let status = root.status(&st);
     if status == Status::Stopped {
-        return Err(RuntimeError::WrongState { id: id.into(), status: status.to_string(), what: "nothing to signal".into() });
+        return Err(RuntimeError::WrongState {
+            id: id.into(),
+            status: status.to_string(),
+            what: "nothing to signal".into(),
+        });
     }
     if all {
         if status == Status::Paused && sig == Signal::SIGKILL {
@@ -339,7 +401,10 @@ fn wait_gone(pid: i32, start_time: Option<u64>, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     let mut delay = Duration::from_micros(100);
     loop {
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        let _ = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
         let alive = match start_time {
             Some(t) => state::process_alive(pid, t),
             None => state::proc_stat(pid).is_some_and(|(s, _)| s != 'Z' && s != 'X'),
@@ -380,9 +445,11 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
         }
         Status::Stopped => {}
         _ => {
+            // Everything in the cgroup at once: a dying PID-namespace init waits for the
+            // other members of its namespace, so killing only the init can stall.
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), Signal::SIGKILL);
+            kill_cgroup(&st.cgroup, Signal::SIGKILL);
             if status == Status::Paused {
-                kill_cgroup(&st.cgroup, Signal::SIGKILL);
                 let _ = st.cgroup.thaw();
             }
             wait_gone(st.pid, Some(st.pid_start_time), Duration::from_secs(10));
@@ -400,7 +467,8 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
     st.cgroup.destroy()?;
     if let Ok(spec) = root.load_spec(id) {
         if let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststop().clone()) {
-            if let Err(e) = hooks::run(&h, &state::oci_state_json(&st, Status::Stopped), "poststop") {
+            if let Err(e) = hooks::run(&h, &state::oci_state_json(&st, Status::Stopped), "poststop")
+            {
                 eprintln!("warning: {e}");
             }
         }
@@ -412,7 +480,11 @@ pub fn pause(root: &StateRoot, id: &str) -> Result<()> {
     let st = root.load(id)?;
     let status = root.status(&st);
     if status != Status::Running {
-        return Err(RuntimeError::WrongState { id: id.into(), status: status.to_string(), what: "only a running container can be paused".into() });
+        return Err(RuntimeError::WrongState {
+            id: id.into(),
+            status: status.to_string(),
+            what: "only a running container can be paused".into(),
+        });
     }
     Ok(st.cgroup.freeze()?)
 }
@@ -421,7 +493,11 @@ pub fn resume(root: &StateRoot, id: &str) -> Result<()> {
     let st = root.load(id)?;
     let status = root.status(&st);
     if status != Status::Paused {
-        return Err(RuntimeError::WrongState { id: id.into(), status: status.to_string(), what: "only a paused container can be resumed".into() });
+        return Err(RuntimeError::WrongState {
+            id: id.into(),
+            status: status.to_string(),
+            what: "only a paused container can be resumed".into(),
+        });
     }
     Ok(st.cgroup.thaw()?)
 }
@@ -429,7 +505,11 @@ pub fn resume(root: &StateRoot, id: &str) -> Result<()> {
 pub fn update(root: &StateRoot, id: &str, res: &LinuxResources) -> Result<()> {
     let st = root.load(id)?;
     if root.status(&st) == Status::Stopped {
-        return Err(RuntimeError::WrongState { id: id.into(), status: "stopped".into(), what: "cannot update its resources".into() });
+        return Err(RuntimeError::WrongState {
+            id: id.into(),
+            status: "stopped".into(),
+            what: "cannot update its resources".into(),
+        });
     }
     Ok(st.cgroup.apply(res)?)
 }
@@ -457,8 +537,16 @@ pub fn list(root: &StateRoot) -> Vec<ListEntry> {
 
 /// Signals a foreground `run`/`exec` passes on to the container's process.
 const FORWARDED: &[libc::c_int] = &[
-    libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGUSR1, libc::SIGUSR2,
-    libc::SIGCONT, libc::SIGTSTP, libc::SIGWINCH, libc::SIGALRM,
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGCONT,
+    libc::SIGTSTP,
+    libc::SIGWINCH,
+    libc::SIGALRM,
 ];
 
 /// Block forwarded signals and SIGCHLD so `wait_forwarding` can take them synchronously.
@@ -478,7 +566,8 @@ pub fn block_signals() {
 
 /// Become the reaper of the container's processes, so that `run` and `exec` can wait for them.
 pub fn become_subreaper() -> Result<()> {
-    nix::sys::prctl::set_child_subreaper(true).map_err(|e| RuntimeError::Sys("PR_SET_CHILD_SUBREAPER".into(), e))
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| RuntimeError::Sys("PR_SET_CHILD_SUBREAPER".into(), e))
 }
 
 /// Wait for `pid` to exit, forwarding signals to it; returns its exit code (128+N for a
@@ -546,7 +635,11 @@ pub fn exec(root: &StateRoot, id: &str, o: &ExecOptions) -> Result<(i32, Option<
     let st = root.load(id)?;
     let status = root.status(&st);
     if !matches!(status, Status::Running | Status::Created) {
-        return Err(RuntimeError::WrongState { id: id.into(), status: status.to_string(), what: "cannot exec into it".into() });
+        return Err(RuntimeError::WrongState {
+            id: id.into(),
+            status: status.to_string(),
+            what: "cannot exec into it".into(),
+        });
     }
     let spec = root.load_spec(id)?;
     if o.process.args().as_ref().is_none_or(|a| a.is_empty()) {
@@ -554,11 +647,18 @@ pub fn exec(root: &StateRoot, id: &str, o: &ExecOptions) -> Result<(i32, Option<
     }
     let terminal = o.process.terminal().unwrap_or(false);
     if terminal && matches!(o.console, Console::None) {
-        return Err(RuntimeError::Invalid("a terminal was requested: pass --console-socket".into()));
+        return Err(RuntimeError::Invalid(
+            "a terminal was requested: pass --console-socket".into(),
+        ));
     }
     let seccomp = compile_seccomp(&spec, root)?;
     let plan = ExecPlan::new(&o.process, seccomp, o.preserve_fds)?;
-    let mut ns = NamespacePlan { join: Vec::new(), new_user: false, new_cgroup: false, new_other: CloneFlags::empty() };
+    let mut ns = NamespacePlan {
+        join: Vec::new(),
+        new_user: false,
+        new_cgroup: false,
+        new_other: CloneFlags::empty(),
+    };
     for (name, flag) in [
         ("user", CloneFlags::CLONE_NEWUSER),
         ("ipc", CloneFlags::CLONE_NEWIPC),
@@ -588,7 +688,11 @@ pub fn exec(root: &StateRoot, id: &str, o: &ExecOptions) -> Result<(i32, Option<
     let stage1_pid = process::fork()?;
     if stage1_pid == 0 {
         drop(parent_chan);
-        let enter = || st.cgroup.add_pid(std::process::id() as i32).map_err(RuntimeError::from);
+        let enter = || {
+            st.cgroup
+                .add_pid(std::process::id() as i32)
+                .map_err(RuntimeError::from)
+        };
         let mut stage2 = || -> Result<std::convert::Infallible> {
             if !st.own_mount_ns {
                 super::rootfs::chroot(&init_root)?;
@@ -599,7 +703,11 @@ pub fn exec(root: &StateRoot, id: &str, o: &ExecOptions) -> Result<(i32, Option<
                 console::send_fd(sock.as_raw_fd(), master.as_raw_fd())?;
                 drop(master);
                 let size = o.process.console_size();
-                console::become_terminal(&slave, size.map_or(0, |s| s.height() as u32), size.map_or(0, |s| s.width() as u32))?;
+                console::become_terminal(
+                    &slave,
+                    size.map_or(0, |s| s.height() as u32),
+                    size.map_or(0, |s| s.width() as u32),
+                )?;
             }
             plan.apply_rlimits()?;
             process::finalize(&plan)
@@ -634,7 +742,8 @@ pub fn exec(root: &StateRoot, id: &str, o: &ExecOptions) -> Result<(i32, Option<
         }
         return Err(RuntimeError::Init(e));
     }
-    let pid = pid.ok_or_else(|| RuntimeError::Init("exec: the process exited before reporting".into()))?;
+    let pid =
+        pid.ok_or_else(|| RuntimeError::Init("exec: the process exited before reporting".into()))?;
     if let Some(p) = pid_file {
         write_pid_file(&p, pid)?;
     }

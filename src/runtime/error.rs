@@ -13,13 +13,21 @@ pub enum RuntimeError {
     #[error("container {0:?} does not exist (see `list`)")]
     NotFound(String),
     #[error("container {id:?} is {status}, {what}")]
-    WrongState { id: String, status: String, what: String },
+    WrongState {
+        id: String,
+        status: String,
+        what: String,
+    },
     #[error("{path}: {msg}")]
     Config { path: PathBuf, msg: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}: {1}")]
     Sys(String, nix::Error),
     #[error(transparent)]
@@ -35,7 +43,10 @@ pub enum RuntimeError {
 pub type Result<T> = std::result::Result<T, RuntimeError>;
 
 /// Attach the failing operation and path to an I/O error.
-pub fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+pub fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> RuntimeError {
     let path = path.into();
     move |source| RuntimeError::Io { op, path, source }
 }

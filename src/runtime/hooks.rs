@@ -31,13 +31,18 @@ fn run_one(h: &Hook, state_json: &str) -> std::result::Result<(), String> {
             cmd.env(k, v);
         }
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
     let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook may not read its stdin: a broken pipe is not an error.
         let _ = stdin.write_all(state_json.as_bytes());
     }
-    let deadline = h.timeout().filter(|t| *t > 0).map(|t| Instant::now() + Duration::from_secs(t as u64));
+    let deadline = h
+        .timeout()
+        .filter(|t| *t > 0)
+        .map(|t| Instant::now() + Duration::from_secs(t as u64));
     loop {
         match child.try_wait().map_err(|e| e.to_string())? {
             Some(status) if status.success() => return Ok(()),

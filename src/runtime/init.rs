@@ -63,7 +63,11 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
             rootfs::mount_entry(m, &mctx)?;
             let typ = m.typ().as_deref().unwrap_or("");
             if m.destination() == Path::new("/dev") && typ != "bind" {
-                dev_is_fresh = !m.options().iter().flatten().any(|o| o == "bind" || o == "rbind");
+                dev_is_fresh = !m
+                    .options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind");
             }
             if typ == "devpts" {
                 has_devpts = true;
@@ -79,37 +83,59 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
     for (key, value) in linux.sysctl().clone().unwrap_or_default() {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         std::fs::write(&path, &value).map_err(|e| {
-            RuntimeError::Init(format!("sysctl {key}={value}: {e} (only namespaced sysctls can be set)"))
+            RuntimeError::Init(format!(
+                "sysctl {key}={value}: {e} (only namespaced sysctls can be set)"
+            ))
         })?;
     }
     if has(LinuxNamespaceType::Uts) {
         if let Some(h) = ctx.spec.hostname().as_deref().filter(|h| !h.is_empty()) {
-            nix::unistd::sethostname(h).map_err(|e| RuntimeError::Init(format!("sethostname {h}: {e}")))?;
+            nix::unistd::sethostname(h)
+                .map_err(|e| RuntimeError::Init(format!("sethostname {h}: {e}")))?;
         }
         if let Some(d) = ctx.spec.domainname().as_deref().filter(|d| !d.is_empty()) {
             let r = unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) };
             if r != 0 {
-                return Err(RuntimeError::Init(format!("setdomainname {d}: {}", std::io::Error::last_os_error())));
+                return Err(RuntimeError::Init(format!(
+                    "setdomainname {d}: {}",
+                    std::io::Error::last_os_error()
+                )));
             }
         }
-    } else if ctx.spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) {
-        return Err(RuntimeError::Invalid("hostname is set but the container has no uts namespace".into()));
+    } else if ctx
+        .spec
+        .hostname()
+        .as_deref()
+        .is_some_and(|h| !h.is_empty())
+    {
+        return Err(RuntimeError::Invalid(
+            "hostname is set but the container has no uts namespace".into(),
+        ));
     }
     ctx.exec.apply_rlimits()?;
 
     #[allow(deprecated)]
     let hooks = ctx.spec.hooks().clone().unwrap_or_default();
     #[allow(deprecated)]
-    let runtime_hooks = hooks.prestart().iter().flatten().count() + hooks.create_runtime().iter().flatten().count();
+    let runtime_hooks =
+        hooks.prestart().iter().flatten().count() + hooks.create_runtime().iter().flatten().count();
     if runtime_hooks > 0 {
         chan.send(&Msg::RunCreateRuntimeHooks).map_err(chan_err)?;
         match chan.recv().map_err(chan_err)? {
             Some(Msg::HooksDone) => {}
-            other => return Err(RuntimeError::Init(format!("expected hooks done, got {other:?}"))),
+            other => {
+                return Err(RuntimeError::Init(format!(
+                    "expected hooks done, got {other:?}"
+                )))
+            }
         }
     }
     if let Some(h) = hooks.create_container() {
-        hooks::run(h, &(ctx.state_template)(host_pid, "created"), "createContainer")?;
+        hooks::run(
+            h,
+            &(ctx.state_template)(host_pid, "created"),
+            "createContainer",
+        )?;
     }
 
     if own_mount_ns && !ctx.no_pivot {
@@ -124,10 +150,20 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
         for p in linux.readonly_paths().clone().unwrap_or_default() {
             rootfs::readonly_path(Path::new(&p))?;
         }
-        if ctx.spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+        if ctx
+            .spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false)
+        {
             rootfs::remount_readonly(Path::new("/"), MsFlags::empty())?;
         }
-        if let Some(p) = linux.rootfs_propagation().as_deref().and_then(mountopts::propagation) {
+        if let Some(p) = linux
+            .rootfs_propagation()
+            .as_deref()
+            .and_then(mountopts::propagation)
+        {
             nix::mount::mount::<str, str, str, str>(None, "/", None, p | MsFlags::MS_REC, None)
                 .map_err(|e| RuntimeError::Init(format!("rootfsPropagation: {e}")))?;
         }
@@ -144,12 +180,22 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
             if !console_path.exists() {
                 let _ = std::fs::File::create(console_path);
             }
-            let _ = nix::mount::mount::<str, Path, str, str>(Some(name.as_str()), console_path, None, MsFlags::MS_BIND, None);
+            let _ = nix::mount::mount::<str, Path, str, str>(
+                Some(name.as_str()),
+                console_path,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            );
         }
         console::send_fd(sock.as_raw_fd(), master.as_raw_fd())?;
         drop(master);
         let size = process.console_size();
-        console::become_terminal(&slave, size.map_or(0, |s| s.height() as u32), size.map_or(0, |s| s.width() as u32))?;
+        console::become_terminal(
+            &slave,
+            size.map_or(0, |s| s.height() as u32),
+            size.map_or(0, |s| s.width() as u32),
+        )?;
     }
 
     chan.send(&Msg::Ready).map_err(chan_err)?;
@@ -169,7 +215,11 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
     let _ = conn.read(&mut b);
     let r = (|| -> Result<Infallible> {
         if let Some(h) = hooks.start_container() {
-            hooks::run(h, &(ctx.state_template)(host_pid, "running"), "startContainer")?;
+            hooks::run(
+                h,
+                &(ctx.state_template)(host_pid, "running"),
+                "startContainer",
+            )?;
         }
         process::finalize(ctx.exec)
     })();

@@ -15,7 +15,13 @@ pub struct MountOptions {
 
 impl Default for MountOptions {
     fn default() -> Self {
-        MountOptions { flags: MsFlags::empty(), propagation: Vec::new(), data: String::new(), bind: false, recursive: false }
+        MountOptions {
+            flags: MsFlags::empty(),
+            propagation: Vec::new(),
+            data: String::new(),
+            bind: false,
+            recursive: false,
+        }
     }
 }
 
@@ -86,7 +92,14 @@ mod tests {
 
     #[test]
     fn flags_propagation_and_data() {
-        let o = parse(&s(&["rbind", "ro", "nosuid", "rprivate", "mode=755", "size=65536k"]));
+        let o = parse(&s(&[
+            "rbind",
+            "ro",
+            "nosuid",
+            "rprivate",
+            "mode=755",
+            "size=65536k",
+        ]));
         assert!(o.bind && o.recursive);
         assert_eq!(o.flags, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID);
         assert_eq!(o.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);

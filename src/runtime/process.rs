@@ -27,7 +27,10 @@ pub fn fork() -> Result<i32> {
     // SAFETY: see above; the child never returns into code that assumes other threads.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(RuntimeError::Init(format!("fork: {}", std::io::Error::last_os_error())));
+        return Err(RuntimeError::Init(format!(
+            "fork: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     Ok(pid)
 }
@@ -58,7 +61,9 @@ pub fn stage1(
     let r = (|| -> Result<(i32, OwnedFd)> {
         enter_cgroup()?;
         for (flag, fd) in &ns.join {
-            setns(fd, *flag).map_err(|e| RuntimeError::Init(format!("join {} namespace: {e}", ns_name(*flag))))?;
+            setns(fd, *flag).map_err(|e| {
+                RuntimeError::Init(format!("join {} namespace: {e}", ns_name(*flag)))
+            })?;
             if *flag == CloneFlags::CLONE_NEWUSER {
                 become_root()?;
             }
@@ -66,10 +71,15 @@ pub fn stage1(
         if ns.new_user {
             unshare(CloneFlags::CLONE_NEWUSER)
                 .map_err(|e| RuntimeError::Init(format!("create user namespace: {e}")))?;
-            chan.send(&Msg::MapIds(std::process::id() as i32)).map_err(chan_err)?;
+            chan.send(&Msg::MapIds(std::process::id() as i32))
+                .map_err(chan_err)?;
             match chan.recv().map_err(chan_err)? {
                 Some(Msg::MapsDone) => {}
-                other => return Err(RuntimeError::Init(format!("expected id maps, got {other:?}"))),
+                other => {
+                    return Err(RuntimeError::Init(format!(
+                        "expected id maps, got {other:?}"
+                    )))
+                }
             }
             become_root()?;
         }
@@ -79,7 +89,8 @@ pub fn stage1(
             flags |= CloneFlags::CLONE_NEWCGROUP;
         }
         if !flags.is_empty() {
-            unshare(flags).map_err(|e| RuntimeError::Init(format!("create namespaces {flags:?}: {e}")))?;
+            unshare(flags)
+                .map_err(|e| RuntimeError::Init(format!("create namespaces {flags:?}: {e}")))?;
         }
         // Stage 2 waits on this pipe until its pid is reported, so the runtime always knows
         // the pid (to kill it on failure) before stage 2 can report anything itself.
@@ -120,10 +131,16 @@ fn chan_err(e: std::io::Error) -> RuntimeError {
 }
 
 fn become_root() -> Result<()> {
-    nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-        .map_err(|e| RuntimeError::Init(format!("setgid 0 in the user namespace (is gid 0 mapped?): {e}")))?;
-    nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-        .map_err(|e| RuntimeError::Init(format!("setuid 0 in the user namespace (is uid 0 mapped?): {e}")))
+    nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).map_err(|e| {
+        RuntimeError::Init(format!(
+            "setgid 0 in the user namespace (is gid 0 mapped?): {e}"
+        ))
+    })?;
+    nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).map_err(|e| {
+        RuntimeError::Init(format!(
+            "setuid 0 in the user namespace (is uid 0 mapped?): {e}"
+        ))
+    })
 }
 
 pub fn ns_name(flag: CloneFlags) -> &'static str {
@@ -140,7 +157,11 @@ pub fn ns_name(flag: CloneFlags) -> &'static str {
 }
 
 /// Write uid_map and gid_map of a process that just unshared its user namespace.
-pub fn write_id_maps(pid: i32, uid: &[oci_spec::runtime::LinuxIdMapping], gid: &[oci_spec::runtime::LinuxIdMapping]) -> Result<()> {
+pub fn write_id_maps(
+    pid: i32,
+    uid: &[oci_spec::runtime::LinuxIdMapping],
+    gid: &[oci_spec::runtime::LinuxIdMapping],
+) -> Result<()> {
     let fmt = |m: &[oci_spec::runtime::LinuxIdMapping]| {
         m.iter()
             .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
@@ -148,8 +169,12 @@ pub fn write_id_maps(pid: i32, uid: &[oci_spec::runtime::LinuxIdMapping], gid: &
     };
     for (file, maps) in [("uid_map", uid), ("gid_map", gid)] {
         let path = format!("/proc/{pid}/{file}");
-        std::fs::write(&path, fmt(maps))
-            .map_err(|e| RuntimeError::Init(format!("write {path}: {e} (check linux.{}Mappings)", &file[..3])))?;
+        std::fs::write(&path, fmt(maps)).map_err(|e| {
+            RuntimeError::Init(format!(
+                "write {path}: {e} (check linux.{}Mappings)",
+                &file[..3]
+            ))
+        })?;
     }
     Ok(())
 }
@@ -174,7 +199,8 @@ pub struct ExecPlan {
 }
 
 fn cstr(s: impl AsRef<[u8]>, what: &str) -> Result<CString> {
-    CString::new(s.as_ref()).map_err(|_| RuntimeError::Invalid(format!("{what} contains a NUL byte")))
+    CString::new(s.as_ref())
+        .map_err(|_| RuntimeError::Invalid(format!("{what} contains a NUL byte")))
 }
 
 fn rlimit_resource(t: PosixRlimitType) -> (libc::__rlimit_resource_t, &'static str) {
@@ -200,11 +226,21 @@ fn rlimit_resource(t: PosixRlimitType) -> (libc::__rlimit_resource_t, &'static s
 }
 
 impl ExecPlan {
-    pub fn new(p: &Process, seccomp: Option<seccomp::Program>, preserve_fds: i32) -> Result<ExecPlan> {
+    pub fn new(
+        p: &Process,
+        seccomp: Option<seccomp::Program>,
+        preserve_fds: i32,
+    ) -> Result<ExecPlan> {
         let args = p.args().clone().unwrap_or_default();
         let env = p.env().clone().unwrap_or_default();
-        let argv = args.iter().map(|a| cstr(a, "process.args")).collect::<Result<Vec<_>>>()?;
-        let envp = env.iter().map(|e| cstr(e, "process.env")).collect::<Result<Vec<_>>>()?;
+        let argv = args
+            .iter()
+            .map(|a| cstr(a, "process.args"))
+            .collect::<Result<Vec<_>>>()?;
+        let envp = env
+            .iter()
+            .map(|e| cstr(e, "process.env"))
+            .collect::<Result<Vec<_>>>()?;
         let caps = capabilities::from_spec(p.capabilities().as_ref())?;
         let rlimits = p
             .rlimits()
@@ -237,7 +273,10 @@ impl ExecPlan {
     /// Resource limits; must run while the process still has its privileges.
     pub fn apply_rlimits(&self) -> Result<()> {
         for (res, soft, hard, name) in &self.rlimits {
-            let lim = libc::rlimit { rlim_cur: *soft, rlim_max: *hard };
+            let lim = libc::rlimit {
+                rlim_cur: *soft,
+                rlim_max: *hard,
+            };
             // SAFETY: valid pointer to a local struct.
             if unsafe { libc::setrlimit(*res, &lim) } != 0 {
                 let e = std::io::Error::last_os_error();
@@ -246,7 +285,9 @@ impl ExecPlan {
                 } else {
                     ""
                 };
-                return Err(RuntimeError::Init(format!("set {name} to soft {soft} hard {hard}: {e}{hint}")));
+                return Err(RuntimeError::Init(format!(
+                    "set {name} to soft {soft} hard {hard}: {e}{hint}"
+                )));
             }
         }
         if let Some(adj) = self.oom_score_adj {
@@ -308,7 +349,8 @@ pub fn finalize(plan: &ExecPlan) -> Result<Infallible> {
         std::fs::create_dir_all(&plan.cwd)
             .map_err(|e| RuntimeError::Init(format!("create cwd {}: {e}", plan.cwd.display())))?;
     }
-    nix::unistd::chdir(&plan.cwd).map_err(|e| init_err(&format!("chdir to cwd {}", plan.cwd.display()), e))?;
+    nix::unistd::chdir(&plan.cwd)
+        .map_err(|e| init_err(&format!("chdir to cwd {}", plan.cwd.display()), e))?;
     let path = lookup(plan)?;
     let mut envp = plan.envp.clone();
     envp.extend(home_env(plan));
@@ -322,7 +364,11 @@ pub fn finalize(plan: &ExecPlan) -> Result<Infallible> {
     }
     capabilities::apply_bounding(&plan.caps)?;
     if !plan.additional_gids.is_empty() || Uid::current().is_root() {
-        let groups: Vec<Gid> = plan.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+        let groups: Vec<Gid> = plan
+            .additional_gids
+            .iter()
+            .map(|g| Gid::from_raw(*g))
+            .collect();
         // In a user namespace whose setgroups is denied this fails; only an error if asked for.
         if let Err(e) = nix::unistd::setgroups(&groups) {
             if !plan.additional_gids.is_empty() {
@@ -331,9 +377,11 @@ pub fn finalize(plan: &ExecPlan) -> Result<Infallible> {
         }
     }
     let gid = Gid::from_raw(plan.gid);
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| init_err(&format!("setgid {}", plan.gid), e))?;
+    nix::unistd::setresgid(gid, gid, gid)
+        .map_err(|e| init_err(&format!("setgid {}", plan.gid), e))?;
     let uid = Uid::from_raw(plan.uid);
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| init_err(&format!("setuid {}", plan.uid), e))?;
+    nix::unistd::setresuid(uid, uid, uid)
+        .map_err(|e| init_err(&format!("setuid {}", plan.uid), e))?;
     capabilities::apply_sets(&plan.caps)?;
     nix::sys::prctl::set_keepcaps(false).map_err(|e| init_err("PR_SET_KEEPCAPS", e))?;
     if plan.no_new_privs {
@@ -345,10 +393,17 @@ pub fn finalize(plan: &ExecPlan) -> Result<Infallible> {
     if let Some(prog) = plan.seccomp.as_ref().filter(|_| plan.no_new_privs) {
         seccomp::install(prog)?;
     }
-    let argv: Vec<*const libc::c_char> =
-        plan.argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
-    let envv: Vec<*const libc::c_char> =
-        envp.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let argv: Vec<*const libc::c_char> = plan
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envv: Vec<*const libc::c_char> = envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
     // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
     unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envv.as_ptr()) };
     let e = std::io::Error::last_os_error();
@@ -377,12 +432,22 @@ pub fn reset_signals() {
 pub fn close_fds_from(first: i32) {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes descriptor flags.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
     if r == 0 {
         return;
     }
     if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-        let fds: Vec<RawFd> = dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+        let fds: Vec<RawFd> = dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
         for fd in fds.into_iter().filter(|fd| *fd >= first) {
             // SAFETY: setting a flag on a descriptor number; harmless if already closed.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -399,7 +464,10 @@ pub fn raise_fd(fd: OwnedFd, min: RawFd) -> Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we then own.
     let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
     if n < 0 {
-        return Err(RuntimeError::Init(format!("dup descriptor: {}", std::io::Error::last_os_error())));
+        return Err(RuntimeError::Init(format!(
+            "dup descriptor: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     // SAFETY: fresh descriptor from fcntl.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(n) })

@@ -29,7 +29,8 @@ fn sys_mount(
     mount(src, target, fstype, flags, data).map_err(|e| {
         RuntimeError::Init(format!(
             "mount {} on {} (type {}, options {:?}): {e}",
-            src.map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
+            src.map(|p| p.display().to_string())
+                .unwrap_or_else(|| "none".into()),
             target.display(),
             fstype.unwrap_or("bind"),
             data.unwrap_or("")
@@ -137,7 +138,8 @@ fn locked_flags(path: &Path) -> MsFlags {
 
 /// Remount a bind mount read-only, keeping its other flags.
 pub fn remount_readonly(path: &Path, extra: MsFlags) -> Result<()> {
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | extra | locked_flags(path);
+    let flags =
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | extra | locked_flags(path);
     sys_mount(None, path, None, flags, None)
 }
 
@@ -165,7 +167,11 @@ pub fn mount_entry(m: &Mount, ctx: &MountContext) -> Result<()> {
     }
     if opts.bind || typ == "bind" {
         let src = m.source().clone().unwrap_or_default();
-        let src = if src.is_relative() { ctx.bundle.join(src) } else { src };
+        let src = if src.is_relative() {
+            ctx.bundle.join(src)
+        } else {
+            src
+        };
         let meta = fs::metadata(&src).map_err(|e| {
             RuntimeError::Init(format!(
                 "bind mount source {} for {}: {e}",
@@ -194,7 +200,13 @@ pub fn mount_entry(m: &Mount, ctx: &MountContext) -> Result<()> {
     } else {
         create_target(&target, false)?;
         let src = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
-        let r = sys_mount(Some(&src), &target, Some(&typ), opts.flags, Some(&opts.data));
+        let r = sys_mount(
+            Some(&src),
+            &target,
+            Some(&typ),
+            opts.flags,
+            Some(&opts.data),
+        );
         if let Err(e) = r {
             // Without its own network namespace a user namespace may not mount sysfs:
             // fall back to a read-only recursive bind of the host's /sys, as runc does.
@@ -223,16 +235,33 @@ pub fn mount_entry(m: &Mount, ctx: &MountContext) -> Result<()> {
 /// cgroup); without one, the container's own cgroup directory is bind-mounted, so the
 /// container never sees its siblings.
 fn mount_cgroup(target: &Path, opts: &mountopts::MountOptions, ctx: &MountContext) -> Result<()> {
-    let flags = opts.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME | MsFlags::MS_RDONLY);
+    let flags = opts.flags
+        & (MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC
+            | MsFlags::MS_RELATIME
+            | MsFlags::MS_RDONLY);
     let unified = nix::sys::statfs::statfs("/sys/fs/cgroup")
         .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
         .unwrap_or(false);
     if unified {
         if ctx.cgroup_ns {
-            return sys_mount(Some(Path::new("cgroup2")), target, Some("cgroup2"), flags, None);
+            return sys_mount(
+                Some(Path::new("cgroup2")),
+                target,
+                Some("cgroup2"),
+                flags,
+                None,
+            );
         }
         let host = Path::new("/sys/fs/cgroup").join(ctx.cgroup_path.trim_start_matches('/'));
-        sys_mount(Some(&host), target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        sys_mount(
+            Some(&host),
+            target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
         if flags.contains(MsFlags::MS_RDONLY) {
             remount_readonly(target, flags & !MsFlags::MS_RDONLY)?;
         }
@@ -246,15 +275,34 @@ fn mount_cgroup(target: &Path, opts: &mountopts::MountOptions, ctx: &MountContex
         Some("mode=755"),
     )?;
     for (mountpoint, options) in v1_hierarchies() {
-        let name = mountpoint.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let name = mountpoint
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
         let dest = target.join(&name);
         create_target(&dest, false)?;
         if ctx.cgroup_ns {
-            sys_mount(Some(Path::new("cgroup")), &dest, Some("cgroup"), flags, Some(&options))?;
+            sys_mount(
+                Some(Path::new("cgroup")),
+                &dest,
+                Some("cgroup"),
+                flags,
+                Some(&options),
+            )?;
         } else {
             let host = mountpoint.join(ctx.cgroup_path.trim_start_matches('/'));
-            let src = if host.exists() { host } else { mountpoint.clone() };
-            sys_mount(Some(&src), &dest, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+            let src = if host.exists() {
+                host
+            } else {
+                mountpoint.clone()
+            };
+            sys_mount(
+                Some(&src),
+                &dest,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
             if flags.contains(MsFlags::MS_RDONLY) {
                 remount_readonly(&dest, flags & !MsFlags::MS_RDONLY)?;
             }
@@ -268,7 +316,10 @@ fn mount_cgroup(target: &Path, opts: &mountopts::MountOptions, ctx: &MountContex
         }
     }
     if flags.contains(MsFlags::MS_RDONLY) {
-        remount_readonly(target, MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)?;
+        remount_readonly(
+            target,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        )?;
     }
     Ok(())
 }
@@ -278,13 +329,17 @@ fn v1_hierarchies() -> Vec<(PathBuf, String)> {
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut out = Vec::new();
     for line in info.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let mut r = right.split_whitespace();
         if r.next() != Some("cgroup") {
             continue;
         }
         let super_opts = r.nth(1).unwrap_or("");
-        let Some(mp) = left.split_whitespace().nth(4) else { continue };
+        let Some(mp) = left.split_whitespace().nth(4) else {
+            continue;
+        };
         if !mp.starts_with("/sys/fs/cgroup/") {
             continue;
         }
@@ -294,8 +349,16 @@ fn v1_hierarchies() -> Vec<(PathBuf, String)> {
             .filter(|o| {
                 !matches!(
                     *o,
-                    "relatime" | "noatime" | "nosuid" | "nodev" | "noexec" | "clone_children"
-                        | "xattr" | "noprefix" | "cpuset_v2_mode" | "nsdelegate"
+                    "relatime"
+                        | "noatime"
+                        | "nosuid"
+                        | "nodev"
+                        | "noexec"
+                        | "clone_children"
+                        | "xattr"
+                        | "noprefix"
+                        | "cpuset_v2_mode"
+                        | "nsdelegate"
                 )
             })
             .collect();
@@ -318,7 +381,17 @@ pub fn default_devices() -> Vec<(&'static str, u64, u64)> {
 
 /// Create a device node, or in a user namespace (where mknod is refused) bind-mount the
 /// host's node of the same path.
-fn make_device(rootfs: &Path, path: &Path, kind: SFlag, major: u64, minor: u64, mode: u32, uid: u32, gid: u32, user_ns: bool) -> Result<()> {
+fn make_device(
+    rootfs: &Path,
+    path: &Path,
+    kind: SFlag,
+    major: u64,
+    minor: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    user_ns: bool,
+) -> Result<()> {
     let target = resolve_in_root(rootfs, path);
     if let Some(parent) = target.parent() {
         fs::DirBuilder::new()
@@ -332,23 +405,43 @@ fn make_device(rootfs: &Path, path: &Path, kind: SFlag, major: u64, minor: u64, 
         return sys_mount(Some(path), &target, None, MsFlags::MS_BIND, None);
     }
     let _ = fs::remove_file(&target);
-    mknod(&target, kind, Mode::from_bits_truncate(mode), makedev(major, minor))
-        .map_err(|e| RuntimeError::Init(format!("mknod {}: {e}", target.display())))?;
+    mknod(
+        &target,
+        kind,
+        Mode::from_bits_truncate(mode),
+        makedev(major, minor),
+    )
+    .map_err(|e| RuntimeError::Init(format!("mknod {}: {e}", target.display())))?;
     // mknod honours the umask: set the exact mode and owner afterwards.
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777))
-    .map_err(|e| RuntimeError::Init(format!("chmod {}: {e}", target.display())))?;
+        .map_err(|e| RuntimeError::Init(format!("chmod {}: {e}", target.display())))?;
     nix::unistd::chown(&target, Some(uid.into()), Some(gid.into()))
         .map_err(|e| RuntimeError::Init(format!("chown {}: {e}", target.display())))
 }
 
-pub fn create_devices(rootfs: &Path, defaults: bool, devices: &[LinuxDevice], user_ns: bool) -> Result<()> {
+pub fn create_devices(
+    rootfs: &Path,
+    defaults: bool,
+    devices: &[LinuxDevice],
+    user_ns: bool,
+) -> Result<()> {
     if defaults {
         for (path, major, minor) in default_devices() {
             if devices.iter().any(|d| d.path() == Path::new(path)) {
                 continue;
             }
-            make_device(rootfs, Path::new(path), SFlag::S_IFCHR, major, minor, 0o666, 0, 0, user_ns)?;
+            make_device(
+                rootfs,
+                Path::new(path),
+                SFlag::S_IFCHR,
+                major,
+                minor,
+                0o666,
+                0,
+                0,
+                user_ns,
+            )?;
         }
     }
     for d in devices {
@@ -413,24 +506,39 @@ pub fn isolate_propagation(flags: MsFlags) -> Result<()> {
 
 /// The rootfs must be a mount point for pivot_root.
 pub fn bind_rootfs(rootfs: &Path) -> Result<()> {
-    sys_mount(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+    sys_mount(
+        Some(rootfs),
+        rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
 }
 
 /// pivot_root into the rootfs and detach the old root, so the host's tree is unreachable.
 pub fn pivot(rootfs: &Path) -> Result<()> {
-    nix::unistd::chdir(rootfs).map_err(|e| RuntimeError::Init(format!("chdir {}: {e}", rootfs.display())))?;
+    nix::unistd::chdir(rootfs)
+        .map_err(|e| RuntimeError::Init(format!("chdir {}: {e}", rootfs.display())))?;
     // pivot_root(".", ".") stacks the old root under the new one; no put_old dir needed.
     nix::unistd::pivot_root(".", ".")
         .map_err(|e| RuntimeError::Init(format!("pivot_root {}: {e}", rootfs.display())))?;
     // Keep the unmount of the old root from propagating back to the host.
-    sys_mount(None, Path::new("."), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| RuntimeError::Init(format!("detach old root: {e}")))?;
+    sys_mount(
+        None,
+        Path::new("."),
+        None,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None,
+    )?;
+    umount2(".", MntFlags::MNT_DETACH)
+        .map_err(|e| RuntimeError::Init(format!("detach old root: {e}")))?;
     nix::unistd::chdir("/").map_err(|e| RuntimeError::Init(format!("chdir /: {e}")))
 }
 
 /// Without a mount namespace there is nothing to pivot: chroot only.
 pub fn chroot(rootfs: &Path) -> Result<()> {
-    nix::unistd::chroot(rootfs).map_err(|e| RuntimeError::Init(format!("chroot {}: {e}", rootfs.display())))?;
+    nix::unistd::chroot(rootfs)
+        .map_err(|e| RuntimeError::Init(format!("chroot {}: {e}", rootfs.display())))?;
     nix::unistd::chdir("/").map_err(|e| RuntimeError::Init(format!("chdir /: {e}")))
 }
 
@@ -441,9 +549,21 @@ pub fn mask_path(path: &Path) -> Result<()> {
         Err(_) => return Ok(()),
     };
     if meta.is_dir() {
-        sys_mount(Some(Path::new("tmpfs")), path, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0k"))
+        sys_mount(
+            Some(Path::new("tmpfs")),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            Some("size=0k"),
+        )
     } else {
-        sys_mount(Some(Path::new("/dev/null")), path, None, MsFlags::MS_BIND, None)
+        sys_mount(
+            Some(Path::new("/dev/null")),
+            path,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )
     }
 }
 
@@ -452,7 +572,13 @@ pub fn readonly_path(path: &Path) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    sys_mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    sys_mount(
+        Some(path),
+        path,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
     remount_readonly(path, MsFlags::MS_REC)
 }
 
@@ -468,10 +594,19 @@ mod tests {
         symlink("/etc", root.join("abs")).unwrap();
         symlink("../../../../etc", root.join("a/rel")).unwrap();
         symlink("b", root.join("a/sib")).unwrap();
-        assert_eq!(resolve_in_root(root, Path::new("/abs/passwd")), root.join("etc/passwd"));
-        assert_eq!(resolve_in_root(root, Path::new("/a/rel/x")), root.join("etc/x"));
+        assert_eq!(
+            resolve_in_root(root, Path::new("/abs/passwd")),
+            root.join("etc/passwd")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("/a/rel/x")),
+            root.join("etc/x")
+        );
         assert_eq!(resolve_in_root(root, Path::new("/../../x")), root.join("x"));
-        assert_eq!(resolve_in_root(root, Path::new("/a/sib/c")), root.join("a/b/c"));
+        assert_eq!(
+            resolve_in_root(root, Path::new("/a/sib/c")),
+            root.join("a/b/c")
+        );
         symlink("loop", root.join("loop")).unwrap();
         assert!(resolve_in_root(root, Path::new("/loop")).starts_with(root));
     }

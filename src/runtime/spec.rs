@@ -172,7 +172,14 @@ pub fn validate(spec: &Spec) -> Result<()> {
         if let Some(p) = linux.rootfs_propagation() {
             if !matches!(
                 p.as_str(),
-                "" | "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" | "unbindable" | "runbindable"
+                "" | "private"
+                    | "rprivate"
+                    | "slave"
+                    | "rslave"
+                    | "shared"
+                    | "rshared"
+                    | "unbindable"
+                    | "runbindable"
             ) {
                 return Err(RuntimeError::Invalid(format!(
                     "linux.rootfsPropagation {p:?} is not one of private, slave, shared, unbindable (r-prefixed allowed)"
@@ -201,9 +208,14 @@ pub fn default_spec(rootless: bool) -> Spec {
         p.set_terminal(Some(true));
     }
     if let Some(l) = spec.linux_mut() {
-        l.set_masked_paths(Some(DEFAULT_MASKED_PATHS.iter().map(|s| s.to_string()).collect()));
+        l.set_masked_paths(Some(
+            DEFAULT_MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
+        ));
         l.set_readonly_paths(Some(
-            DEFAULT_READONLY_PATHS.iter().map(|s| s.to_string()).collect(),
+            DEFAULT_READONLY_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         ));
     }
     if rootless {
@@ -211,7 +223,11 @@ pub fn default_spec(rootless: bool) -> Spec {
         let gid = nix::unistd::getgid().as_raw();
         let mut linux = oci_spec::runtime::Linux::rootless(uid, gid);
         linux.set_masked_paths(spec.linux().as_ref().and_then(|l| l.masked_paths().clone()));
-        linux.set_readonly_paths(spec.linux().as_ref().and_then(|l| l.readonly_paths().clone()));
+        linux.set_readonly_paths(
+            spec.linux()
+                .as_ref()
+                .and_then(|l| l.readonly_paths().clone()),
+        );
         spec.set_linux(Some(linux));
         spec.set_mounts(Some(oci_spec::runtime::get_rootless_mounts()));
     }
@@ -244,10 +260,8 @@ pub fn mounts(spec: &Spec) -> &[Mount] {
 
 /// `KEY=VALUE` lookup in an environment list.
 pub fn env_get<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
-    env.iter().find_map(|kv| {
-        kv.strip_prefix(key)
-            .and_then(|rest| rest.strip_prefix('='))
-    })
+    env.iter()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
 }
 
 #[cfg(test)]
@@ -260,8 +274,17 @@ mod tests {
         let json = serde_json::to_string(&s).unwrap();
         let back: Spec = serde_json::from_str(&json).unwrap();
         validate(&back).unwrap();
-        let caps = back.process().as_ref().unwrap().capabilities().as_ref().unwrap();
-        assert_eq!(caps.bounding().as_ref().unwrap().len(), DEFAULT_CAPABILITIES.len());
+        let caps = back
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            caps.bounding().as_ref().unwrap().len(),
+            DEFAULT_CAPABILITIES.len()
+        );
     }
 
     #[test]

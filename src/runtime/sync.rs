@@ -78,8 +78,12 @@ impl Channel {
         // SAFETY: socketpair returned two fresh descriptors we now own.
         unsafe {
             Ok((
-                Channel { fd: OwnedFd::from_raw_fd(fds[0]) },
-                Channel { fd: OwnedFd::from_raw_fd(fds[1]) },
+                Channel {
+                    fd: OwnedFd::from_raw_fd(fds[0]),
+                },
+                Channel {
+                    fd: OwnedFd::from_raw_fd(fds[1]),
+                },
             ))
         }
     }
@@ -89,7 +93,12 @@ impl Channel {
         loop {
             // SAFETY: the buffer is valid for its length.
             let n = unsafe {
-                libc::send(self.fd.as_raw_fd(), b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL)
+                libc::send(
+                    self.fd.as_raw_fd(),
+                    b.as_ptr().cast(),
+                    b.len(),
+                    libc::MSG_NOSIGNAL,
+                )
             };
             if n >= 0 {
                 return Ok(());
@@ -106,7 +115,8 @@ impl Channel {
         let mut buf = vec![0u8; MAX];
         loop {
             // SAFETY: the buffer is valid for its length.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n == 0 {
                 return Ok(None);
             }

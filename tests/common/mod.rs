@@ -17,7 +17,11 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A unique name for this test process and call.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Locate a static busybox on the host.
@@ -36,11 +40,18 @@ pub fn make_busybox_rootfs(dir: &Path) {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
     std::fs::copy(busybox(), dir.join("bin/busybox")).unwrap();
-    let out = Command::new(dir.join("bin/busybox")).arg("--list").output().unwrap();
+    let out = Command::new(dir.join("bin/busybox"))
+        .arg("--list")
+        .output()
+        .unwrap();
     for applet in String::from_utf8_lossy(&out.stdout).lines() {
         let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
     }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n").unwrap();
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("etc/group"), "root:x:0:\nnobody:x:65534:\n").unwrap();
 }
 
@@ -48,7 +59,10 @@ pub fn make_busybox_rootfs(dir: &Path) {
 pub fn shared_rootfs() -> &'static Path {
     &ROOTFS
         .get_or_init(|| {
-            let d = tempfile::Builder::new().prefix("slipway-test-rootfs").tempdir().unwrap();
+            let d = tempfile::Builder::new()
+                .prefix("slipway-test-rootfs")
+                .tempdir()
+                .unwrap();
             let p = d.path().join("rootfs");
             make_busybox_rootfs(&p);
             (d, p)
@@ -69,17 +83,38 @@ impl Fixture {
     /// `process.terminal` off and `args` set.
     pub fn new(args: &[&str]) -> Fixture {
         become_subreaper();
-        let dir = tempfile::Builder::new().prefix("slipway-test").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("slipway-test")
+            .tempdir()
+            .unwrap();
         let root = dir.path().join("state");
         let bundle = dir.path().join("bundle");
         std::fs::create_dir_all(&bundle).unwrap();
-        let out = Command::new(RUNTIME).arg("spec").arg("--bundle").arg(&bundle).output().unwrap();
-        assert!(out.status.success(), "spec: {}", String::from_utf8_lossy(&out.stderr));
-        let f = Fixture { dir, root, bundle, ids: Default::default() };
+        let out = Command::new(RUNTIME)
+            .arg("spec")
+            .arg("--bundle")
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let f = Fixture {
+            dir,
+            root,
+            bundle,
+            ids: Default::default(),
+        };
         f.edit(|c| {
             c["root"]["path"] = shared_rootfs().to_str().unwrap().into();
             c["process"]["terminal"] = false.into();
-            c["process"]["args"] = args.iter().map(|s| Value::from(*s)).collect::<Vec<_>>().into();
+            c["process"]["args"] = args
+                .iter()
+                .map(|s| Value::from(*s))
+                .collect::<Vec<_>>()
+                .into();
         });
         f
     }
@@ -100,7 +135,11 @@ impl Fixture {
     pub fn edit(&self, f: impl FnOnce(&mut Value)) {
         let mut c = self.config();
         f(&mut c);
-        std::fs::write(self.bundle.join("config.json"), serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+        std::fs::write(
+            self.bundle.join("config.json"),
+            serde_json::to_vec_pretty(&c).unwrap(),
+        )
+        .unwrap();
     }
 
     pub fn cmd(&self) -> Command {
@@ -124,7 +163,13 @@ impl Fixture {
     /// `run` the bundle to completion: (exit code, stdout, stderr).
     pub fn run(&self) -> (i32, String, String) {
         let id = self.id();
-        let out = self.cmd().args(["run", "--bundle"]).arg(&self.bundle).arg(&id).output().unwrap();
+        let out = self
+            .cmd()
+            .args(["run", "--bundle"])
+            .arg(&self.bundle)
+            .arg(&id)
+            .output()
+            .unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -147,7 +192,11 @@ impl Fixture {
             .stderr(out)
             .status()
             .unwrap();
-        assert!(status.success(), "create failed: {}", std::fs::read_to_string(&out_path).unwrap());
+        assert!(
+            status.success(),
+            "create failed: {}",
+            std::fs::read_to_string(&out_path).unwrap()
+        );
         id
     }
 
@@ -158,20 +207,31 @@ impl Fixture {
 
     pub fn state(&self, id: &str) -> Value {
         let out = self.rt(&["state", id]);
-        assert!(out.status.success(), "state: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "state: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.rt(args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Wait (bounded) until the container's status is `want`.
     pub fn wait_status(&self, id: &str, want: &str) {
         for _ in 0..500 {
-            if self.state(id)["status"] == want {
+            let out = self.rt(&["state", id]);
+            if out.status.success()
+                && serde_json::from_slice::<Value>(&out.stdout).unwrap()["status"] == want
+            {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -193,22 +253,44 @@ impl Drop for Fixture {
 /// subreaper): reap them so no zombie is left behind.
 pub fn become_subreaper() {
     static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| unsafe {
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    ONCE.get_or_init(|| {
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        // Reap continuously: a container's PID-namespace init cannot finish dying while a
+        // zombie of its namespace that was re-parented to us waits to be reaped.
+        std::thread::spawn(|| loop {
+            reap_orphans_once();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        });
     });
 }
 
 /// Reap zombies adopted from containers, leaving the children `Command` waits for alone
 /// (those share our session; container processes run in sessions of their own).
 pub fn reap_orphans() {
+    for _ in 0..50 {
+        if !reap_orphans_once() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// One pass; true while adopted processes are still running.
+fn reap_orphans_once() -> bool {
     let me = std::process::id() as i32;
     let my_sid = unsafe { libc::getsid(0) };
-    for _ in 0..50 {
+    {
         let mut left = false;
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+                continue;
+            };
             let f: Vec<&str> = rest.split_whitespace().collect();
             if f.len() < 4 || f[1].parse::<i32>() != Ok(me) || f[3].parse::<i32>() == Ok(my_sid) {
                 continue;
@@ -219,15 +301,23 @@ pub fn reap_orphans() {
                 left = true;
             }
         }
-        if !left {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        left
     }
 }
 
 /// Whether any cgroup directory of this container id exists on the host.
 pub fn cgroup_exists(id: &str) -> bool {
-    let out = Command::new("find").args(["/sys/fs/cgroup", "-maxdepth", "4", "-type", "d", "-name", id]).output().unwrap();
+    let out = Command::new("find")
+        .args([
+            "/sys/fs/cgroup",
+            "-maxdepth",
+            "4",
+            "-type",
+            "d",
+            "-name",
+            id,
+        ])
+        .output()
+        .unwrap();
     !out.stdout.is_empty()
 }
