@@ -93,6 +93,13 @@ fn dropped_capability_makes_privileged_call_fail() {
                 .push("CAP_SYS_ADMIN".into());
         }
         c["process"]["args"] = json!(["sh", "-c", "hostname changed && hostname"]);
+        // The default filter follows the capabilities, as Docker's does.
+        let caps: Vec<String> =
+            serde_json::from_value(c["process"]["capabilities"]["bounding"].clone()).unwrap();
+        c["linux"]["seccomp"] = serde_json::to_value(
+            slipway::runtime::seccomp::profile::default_profile_for(&caps),
+        )
+        .unwrap();
     });
     let (code, out, err) = f.run();
     assert_eq!((code, out.as_str()), (0, "changed\n"), "{err}");
@@ -505,4 +512,44 @@ fn devices_and_dev_symlinks() {
     let (code, out, err) = f.run();
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "c\nc\n/proc/self/fd\npts/ptmx\n");
+}
+
+#[test]
+fn seccomp_rule_fails_a_syscall_with_the_given_errno() {
+    let f = Fixture::new(&["sh", "-c", "mkdir /tmp/x; echo rc=$?"]);
+    f.edit(|c| {
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+        });
+        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+    });
+    let (_, out, err) = f.run();
+    assert!(err.contains("Permission denied"), "EACCES expected: {err}");
+    assert!(out.contains("rc=1"), "{out}");
+}
+
+#[test]
+fn default_seccomp_profile_refuses_new_user_namespaces() {
+    // Creating a user namespace needs no capability: only the filter stops it.
+    let f = Fixture::new(&["unshare", "-U", "true"]);
+    assert!(
+        f.config()["linux"]["seccomp"]["syscalls"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
+        "spec ships the default profile"
+    );
+    let (code, _, err) = f.run();
+    assert_ne!(code, 0);
+    assert!(err.contains("Operation not permitted"), "{err}");
+    f.edit(|c| {
+        c["linux"]
+            .as_object_mut()
+            .unwrap()
+            .remove("seccomp")
+            .map(drop)
+            .unwrap_or(())
+    });
+    let (code, _, err) = f.run();
+    assert_eq!(code, 0, "without the filter it works: {err}");
 }

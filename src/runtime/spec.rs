@@ -208,6 +208,11 @@ pub fn default_spec(rootless: bool) -> Spec {
         p.set_terminal(Some(true));
     }
     if let Some(l) = spec.linux_mut() {
+        let names: Vec<String> = DEFAULT_CAPABILITIES
+            .iter()
+            .map(|c| format!("CAP_{c}"))
+            .collect();
+        l.set_seccomp(Some(seccomp::profile::default_profile_for(&names)));
         l.set_masked_paths(Some(
             DEFAULT_MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
         ));
@@ -223,6 +228,7 @@ pub fn default_spec(rootless: bool) -> Spec {
         let gid = nix::unistd::getgid().as_raw();
         let mut linux = oci_spec::runtime::Linux::rootless(uid, gid);
         linux.set_masked_paths(spec.linux().as_ref().and_then(|l| l.masked_paths().clone()));
+        linux.set_seccomp(spec.linux().as_ref().and_then(|l| l.seccomp().clone()));
         linux.set_readonly_paths(
             spec.linux()
                 .as_ref()
