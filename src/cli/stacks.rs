@@ -27,6 +27,13 @@ pub enum StacksCommand {
         #[arg(long, env = "SLIPWAY_RECIPES_DIR")]
         recipes: Option<PathBuf>,
     },
+    /// Print the root filesystem path of a stack, building it if needed
+    /// (for scripts; build output goes to stderr).
+    Path {
+        name: String,
+        #[arg(long, env = "SLIPWAY_RECIPES_DIR")]
+        recipes: Option<PathBuf>,
+    },
     /// Remove stale stacks (of the named stacks, or of all).
     Prune {
         names: Vec<String>,
@@ -54,6 +61,13 @@ pub fn run(data_dir: &Path, command: StacksCommand) -> anyhow::Result<()> {
             quiet,
         } => build(&store(data_dir, recipes.as_deref())?, names, quiet),
         StacksCommand::List { recipes } => list(&store(data_dir, recipes.as_deref())?),
+        StacksCommand::Path { name, recipes } => {
+            let stack = store(data_dir, recipes.as_deref())?
+                .ensure_with_progress(&name, &mut |line| eprintln!("       {line}"))
+                .with_context(|| format!("stack {name}"))?;
+            println!("{}", stack.path.display());
+            Ok(())
+        }
         StacksCommand::Prune { names, recipes } => {
             prune(&store(data_dir, recipes.as_deref())?, names)
         }
