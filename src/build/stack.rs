@@ -497,6 +497,12 @@ impl StackStore {
         Ok(hex::encode(hash.finalize())[..ID_LEN].to_string())
     }
 
+    /// The stack `name` as its recipe is now, if it is already stored.
+    pub fn find(&self, name: &str) -> Result<Option<Stack>> {
+        let id = self.current_id(name)?;
+        self.load(name, &id)
+    }
+
     /// The stack `name` as its recipe is now: found in the store, or built.
     pub fn ensure(&self, name: &str) -> Result<Stack> {
         self.ensure_with_progress(name, &mut |_| {})

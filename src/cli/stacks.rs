@@ -82,18 +82,21 @@ fn build(store: &StackStore, names: Vec<String>, quiet: bool) -> anyhow::Result<
     };
     for name in names {
         let started = Instant::now();
-        let mut built = false;
-        let stack = store
-            .ensure_with_progress(&name, &mut |line| {
-                if !built {
-                    built = true;
-                    eprintln!("-----> building stack {name}");
-                }
-                if !quiet {
-                    eprintln!("       {line}");
-                }
-            })
-            .with_context(|| format!("stack {name}"))?;
+        let stored = store.find(&name).with_context(|| format!("stack {name}"))?;
+        let built = stored.is_none();
+        let stack = match stored {
+            Some(stack) => stack,
+            None => {
+                eprintln!("-----> building stack {name}");
+                store
+                    .ensure_with_progress(&name, &mut |line| {
+                        if !quiet {
+                            eprintln!("       {line}");
+                        }
+                    })
+                    .with_context(|| format!("stack {name}"))?
+            }
+        };
         let meta = &stack.metadata;
         let how = if built {
             format!("built in {:.1}s", meta.build_seconds)
