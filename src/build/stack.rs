@@ -1163,8 +1163,7 @@ mod tests {
     /// Builds the busybox stack for real (root only: setup.sh chowns /app).
     #[test]
     fn busybox_stack_builds_once_and_prunes_stale_ids() {
-        if !nix::unistd::Uid::effective().is_root() || find_busybox().is_err() {
-            eprintln!("skipped: needs root and busybox-static");
+        if !can_build_busybox() {
             return;
         }
         let data = temp_dir("busybox");
@@ -1208,6 +1207,59 @@ mod tests {
             .filter(|n| n.starts_with(TMP_PREFIX))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    fn can_build_busybox() -> bool {
+        let ok = nix::unistd::Uid::effective().is_root() && find_busybox().is_ok();
+        if !ok {
+            eprintln!("skipped: needs root and busybox-static");
+        }
+        ok
+    }
+
+    #[test]
+    fn concurrent_ensures_build_once() {
+        if !can_build_busybox() {
+            return;
+        }
+        let data = temp_dir("race");
+        let ca = temp_dir("ca");
+        let store = StackStore::new(data.path()).with_ca_dir(ca.path());
+        let stacks: Vec<Stack> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..3)
+                .map(|_| scope.spawn(|| store.ensure("busybox").unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(stacks.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn failed_build_leaves_nothing_behind() {
+        if !can_build_busybox() {
+            return;
+        }
+        let data = temp_dir("fail");
+        let ca = temp_dir("ca");
+        let mut recipes = set(&[("busybox", "kind: busybox\n")]);
+        recipes.setup_script = "echo setting up; echo broken >&2; exit 3\n".into();
+        let store = StackStore::new(data.path())
+            .with_ca_dir(ca.path())
+            .with_recipes(recipes);
+        let mut output = Vec::new();
+        let err = store
+            .ensure_with_progress("busybox", &mut |line| output.push(line.to_string()))
+            .unwrap_err();
+        assert!(matches!(err, StackError::BuildFailed { .. }), "{err}");
+        assert_eq!(output, vec!["setting up", "broken"]);
+        let names: Vec<_> = fs::read_dir(store.stacks_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != LOCK_FILE)
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+        assert!(store.find("busybox").unwrap().is_none());
     }
 
     #[test]
