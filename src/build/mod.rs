@@ -1,1 +1,3 @@
 //! Builds: stacks, buildpacks, slugs.
+
+pub mod stack;

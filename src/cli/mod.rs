@@ -1,0 +1,37 @@
+//! The `slipway` command line.
+
+mod stacks;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use slipway::build::stack::DEFAULT_DATA_DIR;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "slipway",
+    version,
+    about = "A self-hosted application platform for bare Linux hosts"
+)]
+pub struct Cli {
+    /// Where slipway keeps stacks, slugs and its database.
+    #[arg(long, global = true, env = "SLIPWAY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build, list and prune the build and run stacks.
+    #[command(subcommand)]
+    Stacks(stacks::StacksCommand),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Stacks(command) => stacks::run(&cli.data_dir, command),
+    }
+}
