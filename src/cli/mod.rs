@@ -1,5 +1,6 @@
 //! The `slipway` command line.
 
+mod build;
 mod stacks;
 
 use std::path::PathBuf;
@@ -28,10 +29,17 @@ pub enum Command {
     /// Build, list and prune the build and run stacks.
     #[command(subcommand)]
     Stacks(stacks::StacksCommand),
+    /// Build a source directory into a slug with buildpacks.
+    Build(build::BuildArgs),
+    /// Manage per-app build caches.
+    #[command(subcommand)]
+    Cache(build::CacheCommand),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Stacks(command) => stacks::run(&cli.data_dir, command),
+        Command::Build(args) => build::build(&cli.data_dir, args),
+        Command::Cache(command) => build::cache(&cli.data_dir, command),
     }
 }
