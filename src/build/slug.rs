@@ -44,8 +44,9 @@ impl SlugStore {
         })
     }
     pub fn unpack(&self, id: &str) -> Result<PathBuf, SlugError> {
-        let d = self.root.join(id);
-        let _ = std::fs::remove_dir_all(&d);
+        let top = self.root.join(id);
+        let _ = std::fs::remove_dir_all(&top);
+        let d = top.join("app");
         std::fs::create_dir_all(&d).map_err(|e| SlugError(e.to_string()))?;
         let st = std::process::Command::new("tar")
             .arg("--zstd")
@@ -58,7 +59,7 @@ impl SlugStore {
         if !st.success() {
             return Err(SlugError("untar".into()));
         }
-        Ok(d)
+        Ok(top)
     }
     pub fn get(&self, _id: &str) -> Option<Slug> {
         None
