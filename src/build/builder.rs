@@ -81,6 +81,9 @@ pub struct BuildOptions {
     pub source_dir: PathBuf,
     pub app: String,
     pub data_dir: PathBuf,
+    /// Where stacks live (default: the data dir); tests share one stacks dir between
+    /// otherwise separate data dirs.
+    pub stacks_dir: PathBuf,
     /// Runtime state, network namespaces: `/run/slipway`.
     pub run_dir: PathBuf,
     /// Config vars (ENV_DIR); `BUILDPACK_URL` among them picks the buildpack.
@@ -102,10 +105,12 @@ impl BuildOptions {
         app: impl Into<String>,
         data_dir: impl Into<PathBuf>,
     ) -> Self {
+        let data_dir: PathBuf = data_dir.into();
         BuildOptions {
             source_dir: source_dir.into(),
             app: app.into(),
-            data_dir: data_dir.into(),
+            stacks_dir: data_dir.clone(),
+            data_dir,
             run_dir: PathBuf::from("/run/slipway"),
             env: Vec::new(),
             source_version: None,
@@ -384,7 +389,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuildResu
     let cache = BuildCache::new(&opts.data_dir, &opts.app)?;
     sandbox::enter_private_mount_ns()?;
 
-    let stacks = StackStore::new(&opts.data_dir);
+    let stacks = StackStore::new(&opts.stacks_dir);
     let stack =
         stacks.ensure_with_progress("build", &mut |line: &str| log(&format!("       {line}")))?;
 

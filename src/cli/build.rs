@@ -48,6 +48,9 @@ pub struct BuildArgs {
     /// Subnet of the build network.
     #[arg(long, env = "SLIPWAY_BUILD_SUBNET", default_value = "10.209.0.0/24")]
     pub subnet: String,
+    /// Where stacks are kept (default: the data dir).
+    #[arg(long = "stacks-dir", env = "SLIPWAY_STACKS_DIR")]
+    pub stacks_dir: Option<PathBuf>,
     /// Print the result as JSON on stdout (build output goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -79,6 +82,9 @@ pub fn build(data_dir: &Path, a: BuildArgs) -> anyhow::Result<()> {
     opts.memory_limit = a.memory_mb << 20;
     opts.source_version = a.source_version.clone();
     opts.run_dir = a.run_dir.clone();
+    if let Some(s) = &a.stacks_dir {
+        opts.stacks_dir = s.clone();
+    }
     opts.bridge = a.bridge.clone();
     opts.subnet = a.subnet.clone();
     let json = a.json;

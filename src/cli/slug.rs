@@ -32,6 +32,9 @@ pub struct SlugRunArgs {
         default_value = "/run/slipway"
     )]
     pub run_dir: PathBuf,
+    /// Where stacks are kept (default: the data dir).
+    #[arg(long = "stacks-dir", env = "SLIPWAY_STACKS_DIR")]
+    pub stacks_dir: Option<PathBuf>,
     #[arg(long, env = "SLIPWAY_APP_BRIDGE", default_value = "slipway1")]
     pub bridge: String,
     #[arg(long, env = "SLIPWAY_APP_SUBNET", default_value = "10.210.0.0/24")]
@@ -63,7 +66,7 @@ pub fn run(data_dir: &Path, a: SlugRunArgs) -> anyhow::Result<()> {
         env.push((k.to_string(), v.to_string()));
     }
     sandbox::enter_private_mount_ns()?;
-    let stack = StackStore::new(data_dir).ensure("run")?;
+    let stack = StackStore::new(a.stacks_dir.as_deref().unwrap_or(data_dir)).ensure("run")?;
     let id = format!("{}-{}-{}", meta.app, a.process, std::process::id());
     let ws = data_dir.join("containers").join(&id);
     for d in ["upper", "work", "rootfs", "bundle"] {
