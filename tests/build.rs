@@ -104,7 +104,7 @@ impl Env {
             .to_string();
         let log =
             std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
-        let body = get_with_retry(&url, Duration::from_secs(60));
+        let body = get_with_retry(&url, Duration::from_secs(60), &mut child);
         stop(&mut child);
         let log = log.join().unwrap();
         body.unwrap_or_else(|e| panic!("no answer from {url}: {e}\n{log}"))
@@ -137,10 +137,13 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn get_with_retry(addr: &str, timeout: Duration) -> Result<String, String> {
+fn get_with_retry(addr: &str, timeout: Duration, server: &mut Child) -> Result<String, String> {
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
     while Instant::now() < deadline {
+        if let Some(status) = server.try_wait().unwrap() {
+            return Err(format!("the app exited ({status}) before answering"));
+        }
         match TcpStream::connect(addr) {
             Ok(mut s) => {
                 s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
