@@ -52,8 +52,10 @@ i=0
 for bp in "${selected[@]}"; do
   name=${names[$i]}
   [ "${#selected[@]}" -gt 1 ] && echo "-----> Buildpack $((i + 1))/${#selected[@]}: $name"
+  t0=$(date +%s.%N)
   "$bp/bin/compile" /app /cache /env 2>&1
   code=$?
+  echo "$t0 $(date +%s.%N)" > "$out/compile-time-$i"
   if [ "$code" -ne 0 ]; then
     echo " !     Buildpack $name failed (exit code $code)."
     fail "compile $i $code $name" "$code"

@@ -154,6 +154,9 @@ pub struct BuildResult {
     pub slug_bytes: u64,
     pub unpacked_bytes: u64,
     pub build_seconds: f64,
+    /// Time the buildpacks' compile steps took; the rest of build_seconds is the builder's.
+    #[serde(default)]
+    pub compile_seconds: f64,
     pub source_version: Option<String>,
     pub config_vars: Vec<(String, String)>,
 }
@@ -538,6 +541,14 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuildResu
             config_vars.extend(info.config_vars);
         }
     }
+    let compile_seconds: f64 = (0..packs.len())
+        .filter_map(|i| std::fs::read_to_string(out.join(format!("compile-time-{i}"))).ok())
+        .filter_map(|s| {
+            let mut w = s.split_whitespace().map(|x| x.parse::<f64>().ok());
+            Some(w.next()??..w.next()??)
+        })
+        .map(|r| r.end - r.start)
+        .sum();
     let process_types: Vec<ProcessType> = merge_process_types(procfile.as_ref(), &defaults)
         .into_iter()
         .map(|(name, command, origin)| ProcessType {
@@ -580,6 +591,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuildResu
         slug_bytes: slug.size,
         unpacked_bytes: slug.unpacked_size,
         build_seconds: started.elapsed().as_secs_f64(),
+        compile_seconds,
         source_version: opts.source_version.clone(),
         config_vars,
     };
