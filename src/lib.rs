@@ -4,4 +4,5 @@
 //! `runtime` and `network` know nothing of apps.
 pub mod build;
 pub mod network;
+pub mod platform;
 pub mod runtime;
