@@ -292,12 +292,24 @@ mod tests {
         assert!(message.contains("-----> Installing"), "{message}");
         let err = parse_release("just some words").unwrap_err();
         assert!(
-            matches!(err, ReleaseError::NotAMap { found: "a string", .. }),
+            matches!(
+                err,
+                ReleaseError::NotAMap {
+                    found: "a string",
+                    ..
+                }
+            ),
             "{err:?}"
         );
         assert!(err.to_string().contains("just some words"));
         let err = parse_release("- web\n- worker\n").unwrap_err();
-        assert!(matches!(err, ReleaseError::NotAMap { found: "a list", .. }));
+        assert!(matches!(
+            err,
+            ReleaseError::NotAMap {
+                found: "a list",
+                ..
+            }
+        ));
     }
 
     #[test]

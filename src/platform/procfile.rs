@@ -184,7 +184,10 @@ mod tests {
     #[test]
     fn empty_file_has_no_entries() {
         assert!(Procfile::parse("").unwrap().entries.is_empty());
-        assert!(Procfile::parse("\n# nothing\n\n").unwrap().entries.is_empty());
+        assert!(Procfile::parse("\n# nothing\n\n")
+            .unwrap()
+            .entries
+            .is_empty());
     }
 
     #[test]
@@ -223,7 +226,9 @@ mod tests {
         ] {
             let err = Procfile::parse(text).unwrap_err();
             match &err {
-                ProcfileError::BadType { line: 1, kind: k, .. } => assert_eq!(k, kind),
+                ProcfileError::BadType {
+                    line: 1, kind: k, ..
+                } => assert_eq!(k, kind),
                 other => panic!("{text:?}: {other:?}"),
             }
             let message = err.to_string();
