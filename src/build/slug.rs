@@ -80,7 +80,7 @@ pub enum SlugError {
     },
     #[error("cannot pack {path}: {reason}")]
     Unpackable { path: PathBuf, reason: String },
-    #[error("archive entry {entry:?} refused: {reason}; the archive is damaged or hostile, rebuild it from source")]
+    #[error("archive entry {entry:?} refused: {reason}; the archive is damaged or made to escape its directory, and nothing of it was kept")]
     HostileEntry { entry: String, reason: String },
     #[error("archive {path} is unpacked {size} bytes, over the limit of {limit} bytes; use a smaller archive")]
     ArchiveTooLarge {
