@@ -808,16 +808,16 @@ pub fn extract_tar<R: Read>(reader: R, dest: &Path, options: &ExtractOptions) ->
             let mode = header
                 .mode()
                 .map_err(|e| hostile(format!("bad mode: {e}")))?;
-            let uid = header.uid().map_err(|e| hostile(format!("bad uid: {e}")))?;
-            let gid = header.gid().map_err(|e| hostile(format!("bad gid: {e}")))?;
             let mtime = header.mtime().unwrap_or(0);
-            let owner = options
-                .keep_owners
-                .then(|| (u32::try_from(uid), u32::try_from(gid)));
-            let owner = match owner {
-                None => None,
-                Some((Ok(u), Ok(g))) => Some((u, g)),
-                Some(_) => return Err(hostile(format!("owner {uid}:{gid} out of range"))),
+            let owner = if options.keep_owners {
+                let uid = header.uid().map_err(|e| hostile(format!("bad uid: {e}")))?;
+                let gid = header.gid().map_err(|e| hostile(format!("bad gid: {e}")))?;
+                match (u32::try_from(uid), u32::try_from(gid)) {
+                    (Ok(u), Ok(g)) => Some((u, g)),
+                    _ => return Err(hostile(format!("owner {uid}:{gid} out of range"))),
+                }
+            } else {
+                None
             };
             let perm = if options.read_only {
                 mode & 0o555

@@ -84,12 +84,8 @@ pub enum SourceError {
         tool: &'static str,
         detail: String,
     },
-    #[error("buildpack {spec} is not a buildpack: {problem} (in {dir}); a buildpack needs executable bin/detect and bin/compile")]
-    NotABuildpack {
-        spec: String,
-        dir: PathBuf,
-        problem: String,
-    },
+    #[error("{spec} is not a buildpack: {problem}; a buildpack needs executable bin/detect and bin/compile at its top (or under one top-level folder of a tarball)")]
+    NotABuildpack { spec: String, problem: String },
     #[error("buildpack tarball {spec}: {source}")]
     Archive {
         spec: String,
@@ -443,7 +439,6 @@ fn check_buildpack(spec: &str, dir: &Path) -> Result<()> {
     };
     Err(SourceError::NotABuildpack {
         spec: spec.into(),
-        dir: dir.to_path_buf(),
         problem,
     })
 }
