@@ -6,3 +6,4 @@ pub mod build;
 pub mod network;
 pub mod platform;
 pub mod runtime;
+pub mod supervisor;

@@ -1,5 +1,7 @@
 //! The `slipway` command line.
 
+mod build;
+mod slug;
 mod stacks;
 
 use std::path::PathBuf;
@@ -28,10 +30,27 @@ pub enum Command {
     /// Build, list and prune the build and run stacks.
     #[command(subcommand)]
     Stacks(stacks::StacksCommand),
+    /// Build a source directory into a slug with buildpacks.
+    Build(build::BuildArgs),
+    /// Manage per-app build caches.
+    #[command(subcommand)]
+    Cache(build::CacheCommand),
+    /// Run slugs.
+    #[command(subcommand)]
+    Slug(SlugCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SlugCommand {
+    /// Run one process of a slug in a container, in the foreground (Ctrl-C stops it).
+    Run(slug::SlugRunArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Stacks(command) => stacks::run(&cli.data_dir, command),
+        Command::Build(args) => build::build(&cli.data_dir, args),
+        Command::Cache(command) => build::cache(&cli.data_dir, command),
+        Command::Slug(SlugCommand::Run(args)) => slug::run(&cli.data_dir, args),
     }
 }

@@ -1,0 +1,76 @@
+//! The mounts a build or app container stands on: a private mount namespace for the process
+//! that prepares them, and overlay roots.
+//!
+//! The builder enters a private mount namespace before it mounts anything, so the overlay
+//! root and the network namespace files exist only there: when the process ends, for any
+//! reason, the kernel takes them down with it. Nothing can leak onto the host.
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot enter a private mount namespace: {0} (slipway must run as root, and before it starts threads)")]
+    Unshare(nix::Error),
+    #[error("mount overlay on {target}: {source} (lower: {lower})")]
+    Overlay {
+        target: PathBuf,
+        lower: String,
+        source: nix::Error,
+    },
+}
+
+/// Move this process into a mount namespace of its own whose mounts never propagate back.
+/// Must be called while the process is single-threaded.
+pub fn enter_private_mount_ns() -> Result<(), SandboxError> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(SandboxError::Unshare)?;
+    mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None)
+        .map_err(SandboxError::Unshare)
+}
+
+/// A mounted overlay; unmounted when dropped.
+#[derive(Debug)]
+pub struct Overlay {
+    pub target: PathBuf,
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = umount2(&self.target, MntFlags::MNT_DETACH);
+    }
+}
+
+/// Mount an overlay at `target`: `lower` layers top first (read-only), writes go to `upper`.
+pub fn mount_overlay(
+    lower: &[&Path],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<Overlay, SandboxError> {
+    let lower_opt = lower
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    // userxattr-free, metacopy off: the defaults are the safe ones for untrusted upper dirs.
+    let data = format!(
+        "lowerdir={lower_opt},upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    );
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(|source| SandboxError::Overlay {
+        target: target.to_path_buf(),
+        lower: lower_opt.clone(),
+        source,
+    })?;
+    Ok(Overlay {
+        target: target.to_path_buf(),
+    })
+}

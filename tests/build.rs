@@ -1,0 +1,513 @@
+//! Builds end to end (root): fixture apps are built with `slipway build` in build containers,
+//! then their web process runs with `slipway slug run` and answers a real HTTP request.
+//! Stacks are shared (`SLIPWAY_TEST_STACKS_DIR`, default /var/lib/slipway; scripts/test builds
+//! them first); everything else (data dir, bridge, subnet, run dir) is per test.
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    bridge: String,
+    subnet: String,
+}
+
+impl Env {
+    fn new() -> Env {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        // Bridge names are at most 15 characters; subnets unique per process and test.
+        let bridge = format!("slwb{:x}{n}", pid % 0xffff);
+        let subnet = format!("10.{}.{}.0/24", 150 + (pid % 50), n);
+        let dir = tempfile::Builder::new()
+            .prefix("slipway-build-test")
+            .tempdir()
+            .unwrap();
+        Env {
+            dir,
+            bridge,
+            subnet,
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(SLIPWAY);
+        c.arg("--data-dir").arg(self.data());
+        c.env(
+            "SLIPWAY_STACKS_DIR",
+            std::env::var("SLIPWAY_TEST_STACKS_DIR").unwrap_or("/var/lib/slipway".into()),
+        );
+        c.env("SLIPWAY_RUN_DIR", self.dir.path().join("run"));
+        c.env("SLIPWAY_BUILD_BRIDGE", &self.bridge);
+        c.env("SLIPWAY_BUILD_SUBNET", &self.subnet);
+        c.env("SLIPWAY_APP_BRIDGE", &self.bridge);
+        c.env("SLIPWAY_APP_SUBNET", &self.subnet);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// `slipway build DIR --json ARGS`: (success, build output, result JSON).
+    fn build(&self, dir: &Path, args: &[&str]) -> (bool, String, Value) {
+        let out = self
+            .cmd()
+            .arg("build")
+            .arg(dir)
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.success(), log, json)
+    }
+
+    fn build_ok(&self, dir: &Path, args: &[&str]) -> (String, Value) {
+        let (ok, log, json) = self.build(dir, args);
+        assert!(ok, "build of {} failed:\n{log}", dir.display());
+        (log, json)
+    }
+
+    /// Run the slug's web process and GET / from it.
+    fn serve_and_get(&self, slug: &str) -> String {
+        let mut child = self
+            .cmd()
+            .args(["slug", "run", slug, "--port", "5000"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        let url = first
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .trim_start_matches("http://")
+            .to_string();
+        let log =
+            std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+        let body = get_with_retry(&url, Duration::from_secs(60), &mut child);
+        stop(&mut child);
+        let log = log.join().unwrap();
+        body.unwrap_or_else(|e| panic!("no answer from {url}: {e}\n{log}"))
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        use slipway::network::bridge::{Network, NetworkConfig};
+        if let Ok(n) = Network::new(NetworkConfig::new(
+            &self.bridge,
+            self.subnet.parse().unwrap(),
+            self.data().join("network"),
+        )) {
+            let _ = n.teardown_network();
+        }
+    }
+}
+
+fn stop(child: &mut Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn get_with_retry(addr: &str, timeout: Duration, server: &mut Child) -> Result<String, String> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Some(status) = server.try_wait().unwrap() {
+            return Err(format!("the app exited ({status}) before answering"));
+        }
+        match TcpStream::connect(addr) {
+            Ok(mut s) => {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n");
+                let mut resp = String::new();
+                let _ = s.read_to_string(&mut resp);
+                if resp.starts_with("HTTP/1.") && resp.contains(" 200 ") {
+                    return Ok(resp);
+                }
+                last = resp;
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(last)
+}
+
+fn slug_of(json: &Value) -> String {
+    json["slug"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn python_flask_with_gunicorn() {
+    let env = Env::new();
+    let (log, json) = env.build_ok(&fixture("apps/python"), &["-a", "pyapp"]);
+    assert!(log.contains("-----> Python app detected"), "{log}");
+    assert_eq!(json["process_types"][0]["name"], "web");
+    assert!(json["process_types"][0]["command"]
+        .as_str()
+        .unwrap()
+        .contains("gunicorn"));
+    let body = env.serve_and_get(&slug_of(&json));
+    assert!(
+        body.contains("hello from python fixture on port 5000"),
+        "{body}"
+    );
+
+    // A second build of the unchanged app downloads nothing: pip's cache (and the cached
+    // virtualenv) come from the app's build cache.
+    let (log2, json2) = env.build_ok(&fixture("apps/python"), &["-a", "pyapp"]);
+    assert!(
+        !log2.contains("Downloading"),
+        "second build downloaded again:\n{log2}"
+    );
+    assert_eq!(json2["process_types"], json["process_types"]);
+    // `slipway cache clear` empties it: the next build downloads again.
+    let out = env
+        .cmd()
+        .args(["cache", "clear", "-a", "pyapp"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (log3, _) = env.build_ok(&fixture("apps/python"), &["-a", "pyapp"]);
+    assert!(
+        log3.contains("Downloading") || log3.contains("Collecting"),
+        "{log3}"
+    );
+}
+
+#[test]
+fn nodejs_express() {
+    let env = Env::new();
+    let (log, json) = env.build_ok(&fixture("apps/nodejs"), &["-a", "nodeapp"]);
+    assert!(log.contains("app detected"), "{log}");
+    let body = env.serve_and_get(&slug_of(&json));
+    assert!(
+        body.contains("hello from nodejs fixture on port 5000"),
+        "{body}"
+    );
+}
+
+#[test]
+fn go_app() {
+    let env = Env::new();
+    let (_, json) = env.build_ok(&fixture("apps/go"), &["-a", "goapp"]);
+    let body = env.serve_and_get(&slug_of(&json));
+    assert!(
+        body.contains("hello from go fixture on port 5000"),
+        "{body}"
+    );
+}
+
+#[test]
+fn static_site() {
+    let env = Env::new();
+    let (_, json) = env.build_ok(&fixture("apps/static"), &["-a", "site"]);
+    let body = env.serve_and_get(&slug_of(&json));
+    assert!(body.contains("hello from static fixture"), "{body}");
+}
+
+/// Write a tiny buildpack: detect prints `name`, compile runs `compile_body`.
+fn write_buildpack(dir: &Path, name: &str, compile_body: &str, release: Option<&str>) {
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let files = [
+        ("bin/detect", format!("#!/bin/bash\necho {name}\n")),
+        ("bin/compile", format!("#!/bin/bash\nset -e\nBUILD_DIR=$1\nCACHE_DIR=$2\nENV_DIR=$3\nBP_DIR=$(cd \"$(dirname \"$0\")\"/..; pwd)\n{compile_body}\n")),
+    ];
+    for (f, body) in files {
+        std::fs::write(dir.join(f), body).unwrap();
+    }
+    if let Some(r) = release {
+        std::fs::write(
+            dir.join("bin/release"),
+            format!("#!/bin/bash\ncat <<'YAML'\n{r}\nYAML\n"),
+        )
+        .unwrap();
+    }
+    let _ = Command::new("chmod")
+        .arg("-R")
+        .arg("a+rx")
+        .arg(dir)
+        .status();
+}
+
+#[test]
+fn two_buildpacks_from_dot_buildpacks_share_exports() {
+    let env = Env::new();
+    let root = env.dir.path();
+    let bp1 = root.join("bp-one");
+    let bp2 = root.join("bp-two");
+    write_buildpack(
+        &bp1,
+        "One",
+        "echo '-----> one compiling'\necho 'export GREETING=hello-from-one' > \"$BP_DIR/export\"",
+        None,
+    );
+    write_buildpack(
+        &bp2,
+        "Two",
+        "echo \"-----> two sees GREETING=$GREETING\"\nmkdir -p \"$BUILD_DIR/www\" && echo \"$GREETING\" > \"$BUILD_DIR/www/index.html\"",
+        Some("---\ndefault_process_types:\n  web: python3 -m http.server $PORT --directory /app/www"),
+    );
+    let app = root.join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(
+        app.join(".buildpacks"),
+        format!(
+            "# two local buildpacks\n{}\n\n{}\r\n",
+            bp1.display(),
+            bp2.display()
+        ),
+    )
+    .unwrap();
+    let (log, json) = env.build_ok(&app, &["-a", "multi"]);
+    assert!(log.contains("one compiling"), "{log}");
+    assert!(log.contains("two sees GREETING=hello-from-one"), "{log}");
+    assert_eq!(json["buildpacks"], serde_json::json!(["One", "Two"]));
+    // The last buildpack's release decided the web process.
+    let body = env.serve_and_get(&slug_of(&json));
+    assert!(body.contains("hello-from-one"), "{body}");
+}
+
+#[test]
+fn custom_buildpack_from_a_local_git_repository_at_a_tag() {
+    let env = Env::new();
+    let repo = env.dir.path().join("bp-repo");
+    let release =
+        "---\ndefault_process_types:\n  web: python3 -m http.server $PORT --directory /app/www";
+    write_buildpack(&repo, "Custom", "echo '-----> custom v1'\nmkdir -p $BUILD_DIR/www && echo v1-content > $BUILD_DIR/www/index.html", Some(release));
+    let git = |args: &[&str]| {
+        let st = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "v1"]);
+    git(&["tag", "v1"]);
+    write_buildpack(
+        &repo,
+        "Custom",
+        "echo '-----> custom v2'\nexit 1",
+        Some(release),
+    );
+    git(&["commit", "-q", "-am", "v2 breaks"]);
+    let app = env.dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("README"), "an app the custom buildpack builds\n").unwrap();
+    let url = format!("file://{}#v1", repo.display());
+    let (log, json) = env.build_ok(&app, &["-a", "custom", "--buildpack", &url]);
+    assert!(
+        log.contains("custom v1") && !log.contains("custom v2"),
+        "{log}"
+    );
+    let body = env.serve_and_get(&slug_of(&json));
+    assert!(body.contains("v1-content"), "{body}");
+}
+
+#[test]
+fn no_buildpack_detects_lists_those_tried() {
+    let env = Env::new();
+    let app = env.dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("notes.txt"), "nothing to build\n").unwrap();
+    let (ok, log, _) = env.build(&app, &["-a", "nothing"]);
+    assert!(!ok);
+    for name in ["python", "nodejs", "go", "static", "procfile"] {
+        assert!(log.contains(name), "{name} missing from: {log}");
+    }
+    assert!(
+        !env.data().join("builds").exists()
+            || std::fs::read_dir(env.data().join("builds"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "build dir left"
+    );
+}
+
+#[test]
+fn failing_buildpack_shows_its_last_lines_and_exit_code() {
+    let env = Env::new();
+    let bp = env.dir.path().join("bp-fail");
+    write_buildpack(
+        &bp,
+        "Failing",
+        "echo 'step one'\necho 'something broke here' >&2\nexit 3",
+        None,
+    );
+    let app = env.dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    let (ok, log, _) = env.build(
+        &app,
+        &["-a", "failing", "--buildpack", bp.to_str().unwrap()],
+    );
+    assert!(!ok);
+    assert!(log.contains("something broke here"), "{log}");
+    assert!(log.contains("exit code 3"), "{log}");
+    assert!(
+        std::fs::read_dir(env.data().join("builds"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true),
+        "build dir left"
+    );
+    assert!(
+        std::fs::read_dir(env.data().join("slugs"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true),
+        "no slug for a failed build"
+    );
+}
+
+#[test]
+fn unfetchable_buildpack_url() {
+    let env = Env::new();
+    let app = env.dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    let (ok, log, _) = env.build(
+        &app,
+        &[
+            "-a",
+            "unfetch",
+            "--buildpack",
+            "http://127.0.0.1:1/missing.tgz",
+        ],
+    );
+    assert!(!ok);
+    assert!(log.contains("127.0.0.1:1/missing.tgz"), "{log}");
+}
+
+#[test]
+fn malformed_release_yaml() {
+    let env = Env::new();
+    let bp = env.dir.path().join("bp-yaml");
+    write_buildpack(
+        &bp,
+        "BadYaml",
+        "true",
+        Some("default_process_types: [this is: not: a map"),
+    );
+    let app = env.dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    let (ok, log, _) = env.build(
+        &app,
+        &["-a", "badyaml", "--buildpack", bp.to_str().unwrap()],
+    );
+    assert!(!ok);
+    assert!(log.to_lowercase().contains("release"), "{log}");
+}
+
+#[test]
+fn procfile_with_a_bad_line_fails_before_building() {
+    let env = Env::new();
+    let app = env.dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(
+        app.join("Procfile"),
+        "web: ./serve\nthis line has no colon\n",
+    )
+    .unwrap();
+    let (ok, log, _) = env.build(&app, &["-a", "badproc"]);
+    assert!(!ok);
+    assert!(log.contains("Procfile line 2"), "{log}");
+    assert!(!log.contains("app detected"), "no buildpack ran: {log}");
+}
+
+#[test]
+fn slug_over_the_limit() {
+    let env = Env::new();
+    let bp = env.dir.path().join("bp-big");
+    write_buildpack(
+        &bp,
+        "Big",
+        "head -c 3145728 /dev/urandom > $BUILD_DIR/big.bin",
+        None,
+    );
+    let app = env.dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    let (ok, log, _) = env.build(
+        &app,
+        &[
+            "-a",
+            "big",
+            "--buildpack",
+            bp.to_str().unwrap(),
+            "--slug-limit-mb",
+            "2",
+        ],
+    );
+    assert!(!ok);
+    assert!(log.contains("slugignore") || log.contains("limit"), "{log}");
+    assert!(
+        std::fs::read_dir(env.data().join("slugs"))
+            .map(|d| d
+                .filter_map(Result::ok)
+                .all(|e| !e.file_name().to_string_lossy().ends_with(".zst")))
+            .unwrap_or(true),
+        "half-written slug left"
+    );
+}
+
+#[test]
+fn build_that_outlives_its_timeout() {
+    let env = Env::new();
+    let bp = env.dir.path().join("bp-slow");
+    write_buildpack(&bp, "Slow", "echo 'sleeping'\nsleep 600", None);
+    let app = env.dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    let (ok, log, _) = env.build(
+        &app,
+        &[
+            "-a",
+            "slow",
+            "--buildpack",
+            bp.to_str().unwrap(),
+            "--timeout",
+            "5",
+        ],
+    );
+    assert!(!ok);
+    assert!(log.contains("longer than"), "{log}");
+    let procs = Command::new("pgrep")
+        .args(["-f", "sleep 600"])
+        .output()
+        .unwrap();
+    assert!(procs.stdout.is_empty(), "the build's processes were killed");
+}
