@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! <sha256>.tar.zst   the archive; its id is the sha256 of these bytes
-//! <sha256>.json      {"unpacked_size": N}, written before the archive appears
-//! <sha256>/          the unpacked tree (directories 0555, files without write bits)
+//! <sha256>.slug.json {"unpacked_size": N}, written before the archive appears
+//! <sha256>/app/      the unpacked slug (directories 0555, files without write bits)
+//! <sha256>.json      the builder's record of the build (not written here)
 //! .tmp-*             work in progress; renamed into place only when complete
 //! ```
 //!
@@ -34,6 +35,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// Where the slug sits inside an unpacked layer (`/app` in containers).
+pub const LAYER_APP_DIR: &str = "app";
 /// Name of the store under the data directory.
 pub const SLUGS_DIR: &str = "slugs";
 /// The file at the app root listing paths removed before packing.
@@ -424,7 +427,7 @@ impl SlugStore {
     }
 
     fn meta_path(&self, id: &str) -> PathBuf {
-        self.root.join(format!("{id}.json"))
+        self.root.join(format!("{id}.slug.json"))
     }
 
     fn ensure_root(&self) -> Result<()> {
@@ -512,8 +515,10 @@ impl SlugStore {
 
     /// Unpack once into `<root>/<id>/` (temp dir + rename; concurrent callers OK) and make it read-only (directories 0555, files drop write bits) — containers mount it as a read-only overlay layer. Returns the dir.
     ///
-    /// The archive's sha256 is checked against `id` while it is read; a
-    /// mismatch or any hostile entry leaves nothing behind.
+    /// The returned dir is an overlay layer: the slug's files are in its
+    /// `app/` ([`LAYER_APP_DIR`]), so that on top of a stack they show at
+    /// `/app`. The archive's sha256 is checked against `id` before anything
+    /// is extracted; a mismatch or any hostile entry leaves nothing behind.
     pub fn unpack(&self, id: &str) -> Result<PathBuf> {
         if !is_slug_id(id) {
             return Err(SlugError::BadId { id: id.into() });
@@ -553,7 +558,10 @@ impl SlugStore {
             read_only: true,
             max_unpacked: None,
         };
-        extract_tar(decoder, &tmp, &options)?;
+        // The layer holds `app/`, so that overlaid on a stack it shows at /app.
+        let app = tmp.join(LAYER_APP_DIR);
+        fs::create_dir(&app).map_err(io_err("creating", &app))?;
+        extract_tar(decoder, &app, &options)?;
         make_read_only_dirs(&tmp)?;
         match fs::rename(&tmp, &dest) {
             Ok(()) => {
@@ -1174,11 +1182,24 @@ mod tests {
         sample_app(app.path());
         fs::set_permissions(app.path().join("lib"), fs::Permissions::from_mode(0o700)).unwrap();
         std::os::unix::fs::lchown(app.path().join("lib/app.py"), Some(10000), Some(10001)).unwrap();
+        std::os::unix::fs::lchown(app.path(), Some(10000), Some(10000)).unwrap();
         let store = SlugStore::new(data.path());
         let slug = store.pack(app.path(), 1 << 30).unwrap();
-        let dir = store.unpack(&slug.id).unwrap();
-        assert_eq!(dir, store.root().join(&slug.id));
-        assert_eq!(store.unpack(&slug.id).unwrap(), dir, "second unpack reuses");
+        let layer = store.unpack(&slug.id).unwrap();
+        assert_eq!(layer, store.root().join(&slug.id));
+        assert_eq!(
+            store.unpack(&slug.id).unwrap(),
+            layer,
+            "second unpack reuses"
+        );
+        let names: Vec<_> = fs::read_dir(&layer)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["app"], "the layer holds app/ only");
+        let dir = layer.join(LAYER_APP_DIR);
+        let top = fs::metadata(&dir).unwrap();
+        assert_eq!((top.uid(), top.gid()), (10000, 10000), "owner of /app kept");
 
         assert_eq!(
             fs::read_to_string(dir.join("Procfile")).unwrap(),
@@ -1195,7 +1216,12 @@ mod tests {
         assert_eq!(app_py.mode() & 0o777, 0o444);
         let original = fs::metadata(app.path().join("lib/app.py")).unwrap();
         assert_eq!(app_py.mtime(), original.mtime());
-        for d in [dir.clone(), dir.join("lib"), dir.join(".profile.d")] {
+        for d in [
+            layer.clone(),
+            dir.clone(),
+            dir.join("lib"),
+            dir.join(".profile.d"),
+        ] {
             assert_eq!(
                 fs::metadata(&d).unwrap().mode() & 0o7777,
                 0o555,
@@ -1517,7 +1543,7 @@ mod tests {
             )
             .unwrap();
         });
-        let dir = store.unpack(&id).unwrap();
+        let dir = store.unpack(&id).unwrap().join(LAYER_APP_DIR);
         assert_eq!(fs::read(dir.join("b")).unwrap(), b"hi");
         assert_eq!(
             fs::metadata(dir.join("a")).unwrap().ino(),
