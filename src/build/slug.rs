@@ -1593,4 +1593,59 @@ mod tests {
         assert!(symlink_problem(&[b"l"], b"/usr/bin/python3").is_none());
         assert!(symlink_problem(&[b"l"], b"").is_some());
     }
+
+    /// Pack and unpack times of a 50 MB app dir (no assertion on time):
+    /// `cargo test --release --lib measure_pack_unpack -- --ignored --nocapture`.
+    /// `SLUG_MEASURE_DIR=/some/tree` measures a copy of a real tree instead.
+    #[test]
+    #[ignore]
+    fn measure_pack_unpack() {
+        let data = tempfile::tempdir().unwrap();
+        let app = tempfile::tempdir().unwrap();
+        if let Ok(source) = std::env::var("SLUG_MEASURE_DIR") {
+            let status = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(format!("{source}/."))
+                .arg(app.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        } else {
+            // 30 MB of source-like text in 2000 files, 20 MB of random bytes in 20.
+            let line = "def handler(request):\n    return render(request, 'index.html', {'items': items})\n";
+            let text = line.repeat(15_000 / line.len() + 1);
+            for i in 0..2000 {
+                write(
+                    &app.path().join(format!("src/pkg{}/mod{i}.py", i % 40)),
+                    &text[..15_000],
+                );
+            }
+            let mut seed = 0x9e3779b97f4a7c15u64;
+            for i in 0..20 {
+                let bytes: Vec<u8> = (0..1_000_000)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        seed as u8
+                    })
+                    .collect();
+                fs::write(app.path().join(format!("blob{i}.bin")), bytes).unwrap();
+            }
+        }
+        let store = SlugStore::new(data.path());
+        let started = std::time::Instant::now();
+        let slug = store.pack(app.path(), u64::MAX).unwrap();
+        let packed = started.elapsed();
+        let started = std::time::Instant::now();
+        store.unpack(&slug.id).unwrap();
+        let unpacked = started.elapsed();
+        println!(
+            "unpacked {:.1} MB, archive {:.1} MB: pack {:.0} ms, unpack {:.0} ms",
+            slug.unpacked_size as f64 / 1e6,
+            slug.size as f64 / 1e6,
+            packed.as_secs_f64() * 1e3,
+            unpacked.as_secs_f64() * 1e3
+        );
+    }
 }
