@@ -113,3 +113,23 @@ fn container_sees_only_its_own_cgroup() {
         assert!(line.ends_with(":/"), "{out}");
     }
 }
+
+#[test]
+fn device_cgroup_refuses_devices_outside_the_allowed_list() {
+    // CAP_MKNOD lets root make the node; the device cgroup still refuses to open it.
+    let f = Fixture::new(&[
+        "sh",
+        "-c",
+        "mknod /tmp/mem c 1 1 && head -c 1 /tmp/mem; echo rc=$?; head -c 1 /dev/zero | wc -c",
+    ]);
+    f.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]}));
+    });
+    let (_, out, err) = f.run();
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert!(out.contains("rc=1"), "{out}");
+    assert!(
+        out.trim_end().ends_with('1'),
+        "/dev/zero stays usable: {out}"
+    );
+}

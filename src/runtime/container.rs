@@ -172,8 +172,8 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
     };
     cgroup.create()?;
     guard.cgroup = Some(cgroup.clone());
-    if let Some(res) = linux.resources() {
-        cgroup.apply(res)?;
+    if let Some(res) = spec::effective_resources(&spec) {
+        cgroup.apply(&res)?;
     }
 
     let dir_fd = open_dir(&dir)?;

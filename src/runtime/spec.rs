@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxCapabilities, LinuxNamespace, LinuxNamespaceType, Mount, Spec,
+    Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespace,
+    LinuxNamespaceType, LinuxResources, Mount, Spec,
 };
 
 use super::error::{Result, RuntimeError};
@@ -54,6 +55,55 @@ pub const DEFAULT_READONLY_PATHS: &[&str] = &[
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
+
+/// Device cgroup rules every container gets after its own (as runc's allowed devices): the
+/// nodes the runtime creates, ptys, and mknod (creating a node is harmless; using one is what
+/// the rules guard). Appended after the spec's rules, so they win over a leading deny-all.
+pub fn default_device_rules() -> Vec<LinuxDeviceCgroup> {
+    let rule = |typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true);
+        r.set_typ(Some(typ));
+        r.set_major(major);
+        r.set_minor(minor);
+        r.set_access(Some(access.to_string()));
+        r
+    };
+    use LinuxDeviceType::{B, C};
+    vec![
+        rule(C, None, None, "m"),
+        rule(B, None, None, "m"),
+        rule(C, Some(1), Some(3), "rwm"), // null
+        rule(C, Some(1), Some(5), "rwm"), // zero
+        rule(C, Some(1), Some(7), "rwm"), // full
+        rule(C, Some(1), Some(8), "rwm"), // random
+        rule(C, Some(1), Some(9), "rwm"), // urandom
+        rule(C, Some(5), Some(0), "rwm"), // tty
+        rule(C, Some(5), Some(1), "rwm"), // console
+        rule(C, Some(5), Some(2), "rwm"), // ptmx
+        rule(C, Some(136), None, "rwm"),  // pts
+    ]
+}
+
+/// The resources to apply: the spec's, with the default device rules and one allow rule per
+/// device node the spec asks the runtime to create.
+pub fn effective_resources(spec: &Spec) -> Option<LinuxResources> {
+    let linux = spec.linux().as_ref()?;
+    let mut res = linux.resources().clone()?;
+    let mut rules = res.devices().clone().unwrap_or_default();
+    rules.extend(default_device_rules());
+    for d in linux.devices().iter().flatten() {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true);
+        r.set_typ(Some(d.typ()));
+        r.set_major(Some(d.major()));
+        r.set_minor(Some(d.minor()));
+        r.set_access(Some("rwm".into()));
+        rules.push(r);
+    }
+    res.set_devices(Some(rules));
+    Some(res)
+}
 
 /// Read and parse `bundle/config.json`.
 pub fn load(bundle: &Path) -> Result<Spec> {
@@ -213,6 +263,13 @@ pub fn default_spec(rootless: bool) -> Spec {
             .map(|c| format!("CAP_{c}"))
             .collect();
         l.set_seccomp(Some(seccomp::profile::default_profile_for(&names)));
+        // Deny every device but the defaults the runtime adds (runc's `spec` does the same).
+        let mut deny_all = LinuxDeviceCgroup::default();
+        deny_all.set_allow(false);
+        deny_all.set_access(Some("rwm".into()));
+        let mut res = l.resources().clone().unwrap_or_default();
+        res.set_devices(Some(vec![deny_all]));
+        l.set_resources(Some(res));
         l.set_masked_paths(Some(
             DEFAULT_MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
         ));

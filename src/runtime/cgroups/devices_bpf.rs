@@ -100,7 +100,13 @@ pub fn build_program(rules: &[DeviceRule]) -> Result<Vec<Insn>, CgroupError> {
         &[ACCESS_MKNOD, ACCESS_READ, ACCESS_WRITE]
     };
     let mut section_ends = Vec::new();
+    // The kernel's verifier refuses unreachable instructions: stop emitting once a pass has
+    // decided every request with no jump past its end.
+    let mut reachable = true;
     for &bit in passes {
+        if !reachable {
+            break;
+        }
         let skip_pass = if bit == ACCESS_ALL {
             None
         } else {
@@ -154,12 +160,15 @@ pub fn build_program(rules: &[DeviceRule]) -> Result<Vec<Insn>, CgroupError> {
         if let Some(j) = skip_pass {
             section_ends.push(j);
         }
+        reachable = !section_ends.is_empty();
         // Every jump to "this access is allowed" lands at the start of the next pass.
         for j in section_ends.drain(..) {
             asm.patch_to_here(j);
         }
     }
-    asm.verdict(true);
+    if reachable {
+        asm.verdict(true);
+    }
     if asm.insns.len() > 1_000_000 {
         return Err(CgroupError::InvalidResource(format!(
             "{} device rules make a device program too large for the kernel: merge rules",
@@ -509,7 +518,60 @@ pub(crate) mod tests {
             .chain([rule(false, DeviceKind::All, None, None, ACCESS_ALL)])
             .collect();
         let p = build_program(&many).unwrap();
-        assert_eq!(p.len(), 6 + 2 + 2);
+        // Loads, then the deny verdict; no allow verdict, since nothing could reach it.
+        assert_eq!(p.len(), 6 + 2);
         assert!(!run(&p, DEV_CHAR, ACCESS_READ, 3, 0));
+    }
+
+    /// The verifier refuses programs with unreachable instructions: walk every path.
+    fn assert_all_reachable(p: &[Insn]) {
+        let mut seen = vec![false; p.len()];
+        let mut todo = vec![0usize];
+        while let Some(pc) = todo.pop() {
+            if pc >= p.len() || seen[pc] {
+                continue;
+            }
+            seen[pc] = true;
+            let i = p[pc];
+            let target = (pc as i64 + 1 + i64::from(i.off)) as usize;
+            match i.code {
+                JMP_EXIT => {}
+                JMP_JA => todo.push(target),
+                JMP_JEQ_K | JMP_JNE_K => {
+                    todo.push(pc + 1);
+                    todo.push(target);
+                }
+                _ => todo.push(pc + 1),
+            }
+        }
+        let unreachable: Vec<usize> = (0..p.len()).filter(|i| !seen[*i]).collect();
+        assert!(
+            unreachable.is_empty(),
+            "unreachable instructions {unreachable:?}"
+        );
+    }
+
+    #[test]
+    fn no_program_has_unreachable_instructions() {
+        let cases: Vec<Vec<DeviceRule>> = vec![
+            vec![],
+            vec![rule(false, DeviceKind::All, None, None, ACCESS_ALL)],
+            vec![rule(true, DeviceKind::All, None, None, ACCESS_ALL)],
+            vec![
+                rule(false, DeviceKind::All, None, None, ACCESS_ALL),
+                rule(true, DeviceKind::Char, Some(1), Some(3), ACCESS_ALL),
+                rule(
+                    true,
+                    DeviceKind::Char,
+                    Some(136),
+                    None,
+                    ACCESS_READ | ACCESS_WRITE,
+                ),
+            ],
+            vec![rule(false, DeviceKind::All, None, None, ACCESS_READ)],
+        ];
+        for rules in cases {
+            assert_all_reachable(&build_program(&rules).unwrap());
+        }
     }
 }

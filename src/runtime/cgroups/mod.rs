@@ -826,7 +826,13 @@ pub(crate) fn make_dirs(
             match std::fs::create_dir(&dir) {
                 Ok(()) => made += 1,
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(e) if e.kind() == ErrorKind::NotFound && attempts < 20 => continue 'again,
+                Err(e)
+                    if (e.kind() == ErrorKind::NotFound
+                        || e.raw_os_error() == Some(libc::ENODEV))
+                        && attempts < 20 =>
+                {
+                    continue 'again
+                }
                 Err(e) => {
                     let hint = match e.raw_os_error() {
                         Some(libc::EROFS) => ": the cgroup filesystem is read-only here",

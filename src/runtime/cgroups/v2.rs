@@ -41,10 +41,14 @@ pub(crate) fn enable_controllers(dir: &Path, wanted: &[String]) -> Result<bool, 
         return Ok(true);
     }
     let path = dir.join("cgroup.subtree_control");
-    let enabled = match files::read_path(&path) {
+    // A cgroup being removed answers ENODEV before its directory disappears.
+    let vanished = |e: &std::io::Error| {
+        e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV)
+    };
+    let enabled = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(_) if !dir.exists() => return Ok(false),
-        Err(e) => return Err(e),
+        Err(e) if vanished(&e) || !dir.exists() => return Ok(false),
+        Err(_) => files::read_path(&path)?,
     };
     let enabled: Vec<&str> = enabled.split_whitespace().collect();
     let missing: Vec<String> = wanted
@@ -58,7 +62,7 @@ pub(crate) fn enable_controllers(dir: &Path, wanted: &[String]) -> Result<bool, 
     let value = missing.join(" ");
     match files::try_write(&path, &value) {
         Ok(()) => Ok(true),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) if vanished(&e) => Ok(false),
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(CgroupError::Io {
             path,
             msg: format!(
