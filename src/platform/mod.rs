@@ -1,1 +1,3 @@
+//! Platform: what an app is made of (Procfile, releases, config vars, deployments).
+
 pub mod procfile;
