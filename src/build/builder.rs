@@ -561,7 +561,18 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuildResu
     log("-----> Compressing...");
     let slugs = SlugStore::new(&opts.data_dir);
     let slug: Slug = slugs.pack(&ws.dir.join("app"), opts.slug_limit)?;
-    let unpacked = slugs.unpack(&slug.id)?;
+    // The packed tree becomes the slug's layer as it is: no need to unpack the archive.
+    let unpacked = slugs.adopt(&slug.id, &ws.dir.join("app"))?;
+    if !slug.removed_by_slugignore.is_empty() {
+        log(&format!(
+            "       Removed by .slugignore: {}",
+            slug.removed_by_slugignore
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     log(&format!(
         "       Done: {:.1} MB (slug {})",
         slug.size as f64 / 1e6,

@@ -555,20 +555,54 @@ impl SlugStore {
         let decoder = zstd::Decoder::new(file).map_err(io_err("decompressing", &archive))?;
         let options = ExtractOptions {
             keep_owners: true,
-            read_only: true,
+            // Modes stay as built: the layer is only ever an overlay lower layer, which the
+            // kernel never writes, and the app must be able to change /app through copy-up.
+            read_only: false,
             max_unpacked: None,
         };
         // The layer holds `app/`, so that overlaid on a stack it shows at /app.
         let app = tmp.join(LAYER_APP_DIR);
         fs::create_dir(&app).map_err(io_err("creating", &app))?;
         extract_tar(decoder, &app, &options)?;
-        make_read_only_dirs(&tmp)?;
+        // The layer's top stays read-only: nothing on the host may add to a stored slug.
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o555))
+            .map_err(io_err("making read-only", &tmp))?;
         match fs::rename(&tmp, &dest) {
             Ok(()) => {
                 cleanup.disarm();
                 Ok(dest)
             }
             // Another caller finished first: theirs is as good as ours.
+            Err(_) if dest.is_dir() => Ok(dest),
+            Err(e) => Err(io_err("renaming into place", &dest)(e)),
+        }
+    }
+
+    /// Install `app_dir` (the tree `pack` just packed as `id`) as the slug's unpacked layer by
+    /// renaming it into place: the same bytes as unpacking the archive, without reading it
+    /// back. When the layer
+    /// exists already (an unchanged app), `app_dir` is left for the caller to remove.
+    pub fn adopt(&self, id: &str, app_dir: &Path) -> Result<PathBuf> {
+        if !is_slug_id(id) {
+            return Err(SlugError::BadId { id: id.into() });
+        }
+        let dest = self.root.join(id);
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        let tmp = tmp_path(&self.root, &format!("adopt-{}", &id[..12]));
+        let mut cleanup = Cleanup::new(&tmp);
+        fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
+        let app = tmp.join(LAYER_APP_DIR);
+        fs::rename(app_dir, &app).map_err(io_err("moving into the slug store", app_dir))?;
+        // The layer's top stays read-only: nothing on the host may add to a stored slug.
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o555))
+            .map_err(io_err("making read-only", &tmp))?;
+        match fs::rename(&tmp, &dest) {
+            Ok(()) => {
+                cleanup.disarm();
+                Ok(dest)
+            }
             Err(_) if dest.is_dir() => Ok(dest),
             Err(e) => Err(io_err("renaming into place", &dest)(e)),
         }
@@ -1206,22 +1240,18 @@ mod tests {
             "web: ./server\n"
         );
         let server = fs::metadata(dir.join("server")).unwrap();
-        assert_eq!(
-            server.mode() & 0o7777,
-            0o555,
-            "write and setuid bits dropped"
+        assert_eq!(server.mode() & 0o7000, 0, "setuid bits dropped");
+        assert_ne!(
+            server.mode() & 0o200,
+            0,
+            "modes kept: the app may change /app by copy-up"
         );
         let app_py = fs::metadata(dir.join("lib/app.py")).unwrap();
         assert_eq!((app_py.uid(), app_py.gid()), (10000, 10001));
-        assert_eq!(app_py.mode() & 0o777, 0o444);
+        assert_eq!(app_py.mode() & 0o777, 0o644);
         let original = fs::metadata(app.path().join("lib/app.py")).unwrap();
         assert_eq!(app_py.mtime(), original.mtime());
-        for d in [
-            layer.clone(),
-            dir.clone(),
-            dir.join("lib"),
-            dir.join(".profile.d"),
-        ] {
+        for d in [layer.clone()] {
             assert_eq!(
                 fs::metadata(&d).unwrap().mode() & 0o7777,
                 0o555,
