@@ -401,7 +401,7 @@ fn run(root: &StateRoot, a: &CreateArgs, detach: bool, keep: bool) -> R<u8> {
     if detach {
         return Ok(0);
     }
-    let _raw = master.as_ref().map(|m| slipway::runtime::console::proxy(m));
+    let _raw = master.as_ref().map(slipway::runtime::console::proxy);
     let winch = || {
         if let Some(m) = &master {
             slipway::runtime::console::copy_window_size(m);
@@ -525,7 +525,7 @@ fn exec(root: &StateRoot, a: &ExecArgs) -> R<u8> {
     if a.detach {
         return Ok(0);
     }
-    let _raw = master.as_ref().map(|m| slipway::runtime::console::proxy(m));
+    let _raw = master.as_ref().map(slipway::runtime::console::proxy);
     let winch = || {
         if let Some(m) = &master {
             slipway::runtime::console::copy_window_size(m);

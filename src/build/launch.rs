@@ -144,6 +144,36 @@ impl Launcher {
         Ok(Outcome::Exited(status.code().unwrap_or(128)))
     }
 
+    /// Stop the container as platforms do: SIGTERM to its main process, then, if it is still
+    /// there after `grace`, SIGKILL to everything in it. `run` then cleans it up.
+    pub fn stop(&self, id: &str, grace: Duration) {
+        let _ = Command::new(&self.runtime)
+            .arg("--root")
+            .arg(&self.root)
+            .args(["kill", id, "TERM"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            let out = Command::new(&self.runtime)
+                .arg("--root")
+                .arg(&self.root)
+                .args(["state", id])
+                .output();
+            let running = out
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+                .is_some_and(|v| v["status"] == "running" || v["status"] == "created");
+            if !running {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.kill(id);
+    }
+
     /// SIGKILL everything in the container; `run` then cleans it up.
     pub fn kill(&self, id: &str) {
         let _ = Command::new(&self.runtime)

@@ -1251,7 +1251,8 @@ mod tests {
         assert_eq!(app_py.mode() & 0o777, 0o644);
         let original = fs::metadata(app.path().join("lib/app.py")).unwrap();
         assert_eq!(app_py.mtime(), original.mtime());
-        for d in [layer.clone()] {
+        {
+            let d = layer.clone();
             assert_eq!(
                 fs::metadata(&d).unwrap().mode() & 0o7777,
                 0o555,

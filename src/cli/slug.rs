@@ -108,7 +108,7 @@ pub fn run(data_dir: &Path, a: SlugRunArgs) -> anyhow::Result<()> {
         runtime: runtime_binary(),
         root: a.run_dir.join("runtime"),
     };
-    // SIGTERM / SIGINT stop the container; `run` then cleans it up.
+    // SIGTERM / SIGINT stop the container (SIGTERM, then SIGKILL after 10 s).
     stop_on_signal(launcher.runtime.clone(), launcher.root.clone(), id.clone());
     let outcome = launcher.run(
         &id,
@@ -148,7 +148,7 @@ fn stop_on_signal(runtime: PathBuf, root: PathBuf, id: String) {
             let mut sig = 0;
             libc::sigwait(&set, &mut sig);
             let l = Launcher { runtime, root };
-            l.kill(&id);
+            l.stop(&id, Duration::from_secs(10));
         });
     }
 }

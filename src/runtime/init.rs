@@ -223,7 +223,7 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
         }
         process::finalize(ctx.exec)
     })();
-    let e = r.err().expect("finalize only returns on error");
+    let e = r.expect_err("finalize only returns on error");
     let _ = conn.write_all(e.to_string().as_bytes());
     process::exit_now(127)
 }

@@ -379,20 +379,21 @@ pub fn default_devices() -> Vec<(&'static str, u64, u64)> {
     ]
 }
 
-/// Create a device node, or in a user namespace (where mknod is refused) bind-mount the
-/// host's node of the same path.
-fn make_device(
-    rootfs: &Path,
-    path: &Path,
+/// A device node to create in the container's /dev.
+struct DeviceNode<'a> {
+    path: &'a Path,
     kind: SFlag,
     major: u64,
     minor: u64,
     mode: u32,
     uid: u32,
     gid: u32,
-    user_ns: bool,
-) -> Result<()> {
-    let target = resolve_in_root(rootfs, path);
+}
+
+/// Create a device node, or in a user namespace (where mknod is refused) bind-mount the
+/// host's node of the same path.
+fn make_device(rootfs: &Path, d: &DeviceNode, user_ns: bool) -> Result<()> {
+    let target = resolve_in_root(rootfs, d.path);
     if let Some(parent) = target.parent() {
         fs::DirBuilder::new()
             .recursive(true)
@@ -402,21 +403,21 @@ fn make_device(
     }
     if user_ns {
         create_target(&target, true)?;
-        return sys_mount(Some(path), &target, None, MsFlags::MS_BIND, None);
+        return sys_mount(Some(d.path), &target, None, MsFlags::MS_BIND, None);
     }
     let _ = fs::remove_file(&target);
     mknod(
         &target,
-        kind,
-        Mode::from_bits_truncate(mode),
-        makedev(major, minor),
+        d.kind,
+        Mode::from_bits_truncate(d.mode),
+        makedev(d.major, d.minor),
     )
     .map_err(|e| RuntimeError::Init(format!("mknod {}: {e}", target.display())))?;
     // mknod honours the umask: set the exact mode and owner afterwards.
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777))
+    fs::set_permissions(&target, fs::Permissions::from_mode(d.mode & 0o7777))
         .map_err(|e| RuntimeError::Init(format!("chmod {}: {e}", target.display())))?;
-    nix::unistd::chown(&target, Some(uid.into()), Some(gid.into()))
+    nix::unistd::chown(&target, Some(d.uid.into()), Some(d.gid.into()))
         .map_err(|e| RuntimeError::Init(format!("chown {}: {e}", target.display())))
 }
 
@@ -431,17 +432,16 @@ pub fn create_devices(
             if devices.iter().any(|d| d.path() == Path::new(path)) {
                 continue;
             }
-            make_device(
-                rootfs,
-                Path::new(path),
-                SFlag::S_IFCHR,
+            let node = DeviceNode {
+                path: Path::new(path),
+                kind: SFlag::S_IFCHR,
                 major,
                 minor,
-                0o666,
-                0,
-                0,
-                user_ns,
-            )?;
+                mode: 0o666,
+                uid: 0,
+                gid: 0,
+            };
+            make_device(rootfs, &node, user_ns)?;
         }
     }
     for d in devices {
@@ -456,17 +456,16 @@ pub fn create_devices(
                 )))
             }
         };
-        make_device(
-            rootfs,
-            d.path(),
+        let node = DeviceNode {
+            path: d.path(),
             kind,
-            d.major() as u64,
-            d.minor() as u64,
-            d.file_mode().unwrap_or(0o666),
-            d.uid().unwrap_or(0),
-            d.gid().unwrap_or(0),
-            user_ns,
-        )?;
+            major: d.major() as u64,
+            minor: d.minor() as u64,
+            mode: d.file_mode().unwrap_or(0o666),
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        };
+        make_device(rootfs, &node, user_ns)?;
     }
     Ok(())
 }

@@ -209,8 +209,8 @@ pub fn validate(spec: &Spec) -> Result<()> {
             .iter()
             .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
         if new_user
-            && (linux.uid_mappings().as_ref().map_or(true, |m| m.is_empty())
-                || linux.gid_mappings().as_ref().map_or(true, |m| m.is_empty()))
+            && (linux.uid_mappings().as_ref().is_none_or(|m| m.is_empty())
+                || linux.gid_mappings().as_ref().is_none_or(|m| m.is_empty()))
         {
             return Err(RuntimeError::Invalid(
                 "a new user namespace needs linux.uidMappings and linux.gidMappings".into(),
