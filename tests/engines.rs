@@ -443,8 +443,8 @@ impl Podman {
             .env("CONTAINERS_STORAGE_CONF", self.path("storage.conf"))
             .arg("--runtime")
             .arg(&self.runtime.wrapper)
-            // systemd's cgroup manager needs a systemd on the bus; the runtime drives
-            // cgroupfs paths.
+            // On a systemd host podman would pick the systemd manager and pass
+            // `slice:prefix:name` cgroup paths, which slipway-runtime refuses.
             .arg("--cgroup-manager=cgroupfs")
             .arg("--root")
             .arg(self.path("root"))
@@ -462,8 +462,9 @@ impl Podman {
     /// part of the container's command.
     fn run_flags(&self) -> Vec<String> {
         vec![
-            // podman's default rlimits (nofile 1048576, nproc 32768) exceed this host's
-            // hard limits, and without CAP_SYS_RESOURCE the runtime cannot raise them.
+            // As root, podman asks for nofile and nproc of 1048576 by default, above the
+            // hard limits a CI host may have; without CAP_SYS_RESOURCE in the bounding set
+            // the runtime cannot raise a hard limit, so the container would not start.
             "--ulimit".into(),
             "nofile=1024:1024".into(),
             "--ulimit".into(),
