@@ -270,7 +270,7 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
                         RuntimeError::Init("init ready before its pid was known".into())
                     })
                 }
-                Some(Msg::Error(e)) => return Err(RuntimeError::Init(e)),
+                Some(Msg::Error(e)) => return Err(RuntimeError::Reported(e)),
                 Some(other) => {
                     return Err(RuntimeError::Init(format!("unexpected message {other:?}")))
                 }
@@ -332,7 +332,7 @@ pub fn start(root: &StateRoot, id: &str) -> Result<()> {
     let _ = conn.read_to_string(&mut reply);
     let _ = std::fs::remove_file(root.dir(id).join(state::START_SOCKET));
     if !reply.is_empty() {
-        return Err(RuntimeError::Init(reply));
+        return Err(RuntimeError::Reported(reply));
     }
     let spec = root.load_spec(id)?;
     if let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststart().clone()) {

@@ -36,6 +36,9 @@ pub enum RuntimeError {
     Seccomp(#[from] SeccompError),
     #[error("container init failed: {0}")]
     Init(String),
+    /// An error a forked stage already described in full; shown as it came.
+    #[error("{0}")]
+    Reported(String),
     #[error("hook {path}: {msg}")]
     Hook { path: PathBuf, msg: String },
 }

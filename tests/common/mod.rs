@@ -1,5 +1,5 @@
-//! Shared fixtures for the runtime's integration tests (run as root): a busybox rootfs built
-//! once per test binary, bundles with a tweakable config.json, a private state root per test,
+//! Shared fixtures for the runtime's integration tests (run as root): a busybox rootfs per
+//! test, bundles with a tweakable config.json, a private state root per test,
 //! and cleanup that leaves no container, cgroup, state dir or zombie behind.
 #![allow(dead_code)]
 
@@ -12,7 +12,6 @@ use serde_json::Value;
 
 pub const RUNTIME: &str = env!("CARGO_BIN_EXE_slipway-runtime");
 
-static ROOTFS: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A unique name for this test process and call.
@@ -40,10 +39,9 @@ pub fn make_busybox_rootfs(dir: &Path) {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
     std::fs::copy(busybox(), dir.join("bin/busybox")).unwrap();
-    let out = Command::new(dir.join("bin/busybox"))
-        .arg("--list")
-        .output()
-        .unwrap();
+    // Ask the host's copy: executing a file just written races with other threads' forks
+    // that still hold it open for writing (ETXTBSY).
+    let out = Command::new(busybox()).arg("--list").output().unwrap();
     for applet in String::from_utf8_lossy(&out.stdout).lines() {
         let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
     }
@@ -55,21 +53,6 @@ pub fn make_busybox_rootfs(dir: &Path) {
     std::fs::write(dir.join("etc/group"), "root:x:0:\nnobody:x:65534:\n").unwrap();
 }
 
-/// The shared read-mostly busybox rootfs of this test binary.
-pub fn shared_rootfs() -> &'static Path {
-    &ROOTFS
-        .get_or_init(|| {
-            let d = tempfile::Builder::new()
-                .prefix("slipway-test-rootfs")
-                .tempdir()
-                .unwrap();
-            let p = d.path().join("rootfs");
-            make_busybox_rootfs(&p);
-            (d, p)
-        })
-        .1
-}
-
 /// One test's world: a bundle and a private runtime state root.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
@@ -79,7 +62,7 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    /// A bundle using the shared rootfs and `slipway-runtime spec`'s defaults, with
+    /// A bundle with its own busybox rootfs and `slipway-runtime spec`'s defaults, with
     /// `process.terminal` off and `args` set.
     pub fn new(args: &[&str]) -> Fixture {
         become_subreaper();
@@ -101,6 +84,9 @@ impl Fixture {
             "spec: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // A rootfs of its own per test, removed with the test's temp dir.
+        let rootfs = dir.path().join("rootfs");
+        make_busybox_rootfs(&rootfs);
         let f = Fixture {
             dir,
             root,
@@ -108,7 +94,7 @@ impl Fixture {
             ids: Default::default(),
         };
         f.edit(|c| {
-            c["root"]["path"] = shared_rootfs().to_str().unwrap().into();
+            c["root"]["path"] = rootfs.to_str().unwrap().into();
             c["process"]["terminal"] = false.into();
             c["process"]["args"] = args
                 .iter()
@@ -119,13 +105,9 @@ impl Fixture {
         f
     }
 
-    /// Give this bundle a private copy of the rootfs (for tests that write to it).
+    /// The bundle's rootfs (every test has its own copy, so writing to it is fine).
     pub fn private_rootfs(&self) -> PathBuf {
-        let p = self.dir.path().join("rootfs");
-        make_busybox_rootfs(&p);
-        let s = p.to_str().unwrap().to_string();
-        self.edit(|c| c["root"]["path"] = s.clone().into());
-        p
+        self.dir.path().join("rootfs")
     }
 
     pub fn config(&self) -> Value {
