@@ -9,9 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::runtime::sandbox_spec::{bind, sandboxed_spec, SandboxedProcess};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::cache::BuildCache;
 use super::launch::{Launcher, Outcome};
@@ -290,14 +290,6 @@ fn prepare_buildpacks(
     Ok(out)
 }
 
-fn bind(dest: &str, source: &Path, ro: bool) -> serde_json::Value {
-    let mut options = vec!["rbind", "nosuid", "nodev"];
-    if ro {
-        options.push("ro");
-    }
-    json!({"destination": dest, "type": "bind", "source": source, "options": options})
-}
-
 /// The OCI spec of the build container.
 fn build_spec(
     opts: &BuildOptions,
@@ -307,8 +299,6 @@ fn build_spec(
     stack_name: &str,
     cache_dir: &Path,
 ) -> Result<Spec, BuildError> {
-    let mut v =
-        serde_json::to_value(crate::runtime::spec::default_spec(false)).expect("spec serializes");
     let mut env = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
         "HOME=/app".into(),
@@ -322,48 +312,23 @@ fn build_spec(
     if let Some(sv) = &opts.source_version {
         env.push(format!("SOURCE_VERSION={sv}"));
     }
-    // Never above the host's own hard limit: raising one needs CAP_SYS_RESOURCE.
-    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .unwrap_or((1024, 1024));
-    let nofile = hard.min(65536);
-    v["root"] = json!({"path": rootfs, "readonly": false});
-    v["hostname"] = "build".into();
-    v["process"]["terminal"] = false.into();
-    v["process"]["args"] = json!(["/bin/bash", "/slipway/build.sh"]);
-    v["process"]["env"] = json!(env);
-    v["process"]["cwd"] = "/app".into();
-    v["process"]["user"] = json!({"uid": STACK_UID, "gid": STACK_UID});
-    v["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": nofile, "hard": nofile}]);
-    // An unprivileged user with no capability at all, not even in the bounding set.
-    v["process"]["capabilities"] =
-        json!({"bounding": [], "effective": [], "permitted": [], "inheritable": [], "ambient": []});
-    v["process"]["noNewPrivileges"] = true.into();
-    v["linux"]["seccomp"] =
-        serde_json::to_value(crate::runtime::seccomp::profile::default_profile_for(&[]))
-            .expect("json");
-    v["linux"]["resources"] = json!({
-        "memory": {"limit": opts.memory_limit, "swap": opts.memory_limit},
-        "pids": {"limit": opts.pids_limit},
+    let mut v = sandboxed_spec(&SandboxedProcess {
+        rootfs,
+        netns,
+        hostname: "build",
+        args: vec!["/bin/bash".into(), "/slipway/build.sh".into()],
+        env,
+        cwd: "/app",
+        uid: STACK_UID,
+        memory_bytes: opts.memory_limit,
+        pids_limit: opts.pids_limit,
     });
-    for ns in v["linux"]["namespaces"].as_array_mut().expect("namespaces") {
-        if ns["type"] == "network" {
-            ns["path"] = json!(netns);
-        }
-    }
     let mounts = v["mounts"].as_array_mut().expect("mounts");
-    mounts.push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}));
     mounts.push(bind("/app", &ws.join("app"), false));
     mounts.push(bind("/cache", cache_dir, false));
     mounts.push(bind("/env", &ws.join("env"), true));
     mounts.push(bind("/buildpacks", &ws.join("buildpacks"), false));
     mounts.push(bind("/slipway", &ws.join("slipway"), false));
-    if Path::new("/etc/resolv.conf").exists() {
-        mounts.push(bind(
-            "/etc/resolv.conf",
-            Path::new("/etc/resolv.conf"),
-            true,
-        ));
-    }
     serde_json::from_value(v).map_err(|e| BuildError::Input(format!("build spec: {e}")))
 }
 

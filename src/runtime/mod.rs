@@ -14,6 +14,7 @@ pub mod init;
 pub mod mountopts;
 pub mod process;
 pub mod rootfs;
+pub mod sandbox_spec;
 pub mod seccomp;
 pub mod spec;
 pub mod state;

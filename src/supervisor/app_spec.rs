@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use oci_spec::runtime::Spec;
-use serde_json::json;
 
 use crate::build::stack::STACK_UID;
+use crate::runtime::sandbox_spec::{sandboxed_spec, SandboxedProcess};
 
 /// What the process needs to know about itself.
 pub struct AppProcess<'a> {
@@ -34,8 +34,6 @@ pub fn wrap_command(command: &str) -> Vec<String> {
 }
 
 pub fn spec(p: &AppProcess, rootfs: &Path, netns: &Path) -> Spec {
-    let mut v =
-        serde_json::to_value(crate::runtime::spec::default_spec(false)).expect("spec serializes");
     let hostname = format!("{}-{}-{}", p.app, p.kind, p.index);
     let mut env = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
@@ -50,32 +48,16 @@ pub fn spec(p: &AppProcess, rootfs: &Path, netns: &Path) -> Spec {
         format!("HOSTNAME={hostname}"),
     ];
     env.extend(p.env.iter().map(|(k, val)| format!("{k}={val}")));
-    v["root"] = json!({"path": rootfs, "readonly": false});
-    v["hostname"] = hostname.into();
-    v["process"]["terminal"] = false.into();
-    v["process"]["args"] = json!(wrap_command(p.command));
-    v["process"]["env"] = json!(env);
-    v["process"]["cwd"] = "/app".into();
-    v["process"]["user"] = json!({"uid": STACK_UID, "gid": STACK_UID});
-    v["process"]["capabilities"] =
-        json!({"bounding": [], "effective": [], "permitted": [], "inheritable": [], "ambient": []});
-    v["process"]["noNewPrivileges"] = true.into();
-    v["linux"]["seccomp"] =
-        serde_json::to_value(crate::runtime::seccomp::profile::default_profile_for(&[]))
-            .expect("json");
-    v["linux"]["resources"] = json!({
-        "memory": {"limit": p.memory_bytes, "swap": p.memory_bytes},
-        "pids": {"limit": p.pids_limit},
+    let v = sandboxed_spec(&SandboxedProcess {
+        rootfs,
+        netns,
+        hostname: &hostname,
+        args: wrap_command(p.command),
+        env,
+        cwd: "/app",
+        uid: STACK_UID,
+        memory_bytes: p.memory_bytes,
+        pids_limit: p.pids_limit,
     });
-    for ns in v["linux"]["namespaces"].as_array_mut().expect("namespaces") {
-        if ns["type"] == "network" {
-            ns["path"] = json!(netns);
-        }
-    }
-    let mounts = v["mounts"].as_array_mut().expect("mounts");
-    mounts.push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}));
-    if Path::new("/etc/resolv.conf").exists() {
-        mounts.push(json!({"destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf", "options": ["rbind", "ro", "nosuid", "nodev"]}));
-    }
     serde_json::from_value(v).expect("valid spec")
 }
