@@ -184,7 +184,16 @@ fn python_flask_with_gunicorn() {
 
     // A second build of the unchanged app downloads nothing: pip's cache (and the cached
     // virtualenv) come from the app's build cache.
-    let (log2, json2) = env.build_ok(&fixture("apps/python"), &["-a", "pyapp"]);
+    // With the package index pointing at a dead address, only the cache can satisfy it.
+    let (log2, json2) = env.build_ok(
+        &fixture("apps/python"),
+        &[
+            "-a",
+            "pyapp",
+            "-e",
+            "PIP_INDEX_URL=http://127.0.0.1:9/simple",
+        ],
+    );
     assert!(
         !log2.contains("Downloading"),
         "second build downloaded again:\n{log2}"
@@ -214,6 +223,60 @@ fn nodejs_express() {
         body.contains("hello from nodejs fixture on port 5000"),
         "{body}"
     );
+    // Unchanged app: npm takes every package from the build cache, so nothing new lands in
+    // its content store (downloads are stored there by content hash).
+    let content = env.data().join("cache/nodeapp/npm/_cacache/content-v2");
+    let count = || {
+        walkdir::WalkDir::new(&content)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .count()
+    };
+    let before = count();
+    assert!(
+        before > 0,
+        "the first build filled npm's cache at {}",
+        content.display()
+    );
+    let (log2, _) = env.build_ok(&fixture("apps/nodejs"), &["-a", "nodeapp"]);
+    assert!(log2.contains("app detected"), "{log2}");
+    assert_eq!(
+        count(),
+        before,
+        "the second build downloaded something:\n{log2}"
+    );
+}
+
+#[test]
+fn a_build_cannot_reach_services_on_the_host() {
+    let env = Env::new();
+    // A service on the host's loopback, and one on every host address.
+    let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let any = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let (lp, ap) = (
+        local.local_addr().unwrap().port(),
+        any.local_addr().unwrap().port(),
+    );
+    let gateway = env.subnet.replace(".0/24", ".1");
+    let bp = env.dir.path().join("bp-probe");
+    let probe = |what: &str, addr: String| {
+        format!("if curl -sS -m 5 -o /dev/null http://{addr}/ 2>/dev/null; then echo \"REACHED {what}\"; else echo \"blocked {what}\"; fi")
+    };
+    let body = [
+        probe("loopback", format!("127.0.0.1:{lp}")),
+        probe("gateway-loopback-port", format!("{gateway}:{lp}")),
+        probe("gateway-any-port", format!("{gateway}:{ap}")),
+    ]
+    .join("\n");
+    write_buildpack(&bp, "Probe", &body, None);
+    let app = env.dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    let (_, log, _) = env.build(&app, &["-a", "probe", "--buildpack", bp.to_str().unwrap()]);
+    for what in ["loopback", "gateway-loopback-port", "gateway-any-port"] {
+        assert!(log.contains(&format!("blocked {what}")), "{what}: {log}");
+    }
+    assert!(!log.contains("REACHED"), "{log}");
 }
 
 #[test]

@@ -553,3 +553,46 @@ fn default_seccomp_profile_refuses_new_user_namespaces() {
     let (code, _, err) = f.run();
     assert_eq!(code, 0, "without the filter it works: {err}");
 }
+
+#[test]
+fn exec_with_a_terminal_through_console_socket() {
+    let f = Fixture::new(&["sleep", "100"]);
+    let id = f.create();
+    f.ok(&["start", &id]);
+    let sock_path = f.dir.path().join("exec-console.sock");
+    let listener = UnixListener::bind(&sock_path).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        slipway::runtime::console::recv_fd(conn.as_raw_fd()).unwrap()
+    });
+    let out = f.rt(&[
+        "exec",
+        "-t",
+        "--detach",
+        "--console-socket",
+        sock_path.to_str().unwrap(),
+        &id,
+        "sh",
+        "-c",
+        "tty; sleep 1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut file = std::fs::File::from(receiver.join().unwrap());
+    let mut text = String::new();
+    let mut buf = [0u8; 256];
+    while let Ok(n) = file.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if text.contains('\n') {
+            break;
+        }
+    }
+    assert!(text.starts_with("/dev/pts/"), "{text:?}");
+    f.ok(&["delete", "--force", &id]);
+}
