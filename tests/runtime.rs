@@ -596,3 +596,33 @@ fn exec_with_a_terminal_through_console_socket() {
     assert!(text.starts_with("/dev/pts/"), "{text:?}");
     f.ok(&["delete", "--force", &id]);
 }
+
+#[test]
+fn run_with_a_terminal_proxies_our_own_terminal() {
+    // `script` gives `run` a pseudo-terminal as stdin/stdout, as a user's shell would.
+    let f = Fixture::new(&["sh", "-c", "tty; echo size=$(stty size)"]);
+    f.edit(|c| c["process"]["terminal"] = true.into());
+    let id = f.id();
+    let cmd = format!(
+        "stty rows 24 cols 90; {} --root {} run --bundle {} {id}",
+        RUNTIME,
+        f.root.display(),
+        f.bundle.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("/dev/pts/0"), "{text:?}");
+    assert!(
+        text.contains("size=24 90"),
+        "the window size is passed on: {text:?}"
+    );
+}
