@@ -119,21 +119,41 @@ impl Launcher {
             }
         });
         let deadline = Instant::now() + timeout;
+        // After the deadline: kill the container, then give `run` this long to clean up.
+        let cleanup_grace = Duration::from_secs(30);
         let mut timed_out = false;
+        let mut finished = true;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left.max(Duration::from_millis(1))) {
+            let now = Instant::now();
+            let wait = if timed_out {
+                Duration::from_millis(100)
+            } else {
+                deadline
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(1))
+            };
+            match rx.recv_timeout(wait) {
                 Ok(line) => on_line(&line),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if !timed_out && Instant::now() >= deadline =>
+                {
+                    timed_out = true;
+                    self.kill(id);
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if Instant::now() >= deadline && !timed_out {
-                        timed_out = true;
-                        self.kill(id);
+                    if timed_out && Instant::now() >= deadline + cleanup_grace {
+                        // Something still holds the output pipe: stop waiting for it.
+                        let _ = child.kill();
+                        finished = false;
+                        break;
                     }
                 }
             }
         }
-        let _ = reader.join();
+        if finished {
+            let _ = reader.join();
+        }
         let status = child.wait().map_err(|source| LaunchError::Spawn {
             runtime: self.runtime.clone(),
             source,
