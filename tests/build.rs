@@ -293,7 +293,12 @@ fn go_app() {
 #[test]
 fn static_site() {
     let env = Env::new();
+    // What a killed builder left behind is cleared by the next build.
+    let abandoned = env.data().join("builds/build-site-dead");
+    std::fs::create_dir_all(abandoned.join("app")).unwrap();
+    std::fs::write(abandoned.join("builder"), "2147483646 1").unwrap();
     let (_, json) = env.build_ok(&fixture("apps/static"), &["-a", "site"]);
+    assert!(!abandoned.exists(), "abandoned workspace not removed");
     let body = env.serve_and_get(&slug_of(&json));
     assert!(body.contains("hello from static fixture"), "{body}");
 }

@@ -168,6 +168,27 @@ pub struct ProcessType {
     pub origin: String,
 }
 
+/// Remove workspaces of builds whose builder died without cleaning up (killed, say): each
+/// workspace records its builder's pid and start time; mounts died with that builder's
+/// private mount namespace, so only files remain.
+fn remove_abandoned_workspaces(builds: &Path) {
+    let Ok(entries) = std::fs::read_dir(builds) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let owner = std::fs::read_to_string(e.path().join("builder")).unwrap_or_default();
+        let mut w = owner.split_whitespace().map(|x| x.parse::<u64>().ok());
+        let alive = match (w.next().flatten(), w.next().flatten()) {
+            (Some(pid), Some(start)) => crate::runtime::state::process_alive(pid as i32, start),
+            // No owner recorded yet: a build that is just starting.
+            _ => true,
+        };
+        if !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Files of one build, removed when the build ends.
 struct Workspace {
     dir: PathBuf,
@@ -366,6 +387,14 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuildResu
     let ws = Workspace {
         dir: builds.join(&id),
     };
+    remove_abandoned_workspaces(&builds);
+    std::fs::create_dir_all(&ws.dir).map_err(io("create", &ws.dir))?;
+    let me = std::process::id() as i32;
+    let start = crate::runtime::state::proc_stat(me)
+        .map(|s| s.1)
+        .unwrap_or(0);
+    std::fs::write(ws.dir.join("builder"), format!("{me} {start}"))
+        .map_err(io("write", &ws.dir))?;
     for d in [
         "app",
         "env",
