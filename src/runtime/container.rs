@@ -198,7 +198,7 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
     };
 
     let (parent_chan, child_chan) = Channel::pair().map_err(io_err("socketpair", "handshake"))?;
-    let stage1_pid = process::fork()?;
+    let (stage1_pid, in_cgroup) = fork_stage1(&cgroup)?;
     if stage1_pid == 0 {
         drop(parent_chan);
         let ctx = init::InitContext {
@@ -214,6 +214,9 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
             state_template: &state_json,
         };
         let enter = || {
+            if in_cgroup {
+                return Ok(());
+            }
             cgroup
                 .add_pid(std::process::id() as i32)
                 .map_err(RuntimeError::from)
@@ -309,6 +312,15 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
     }
     guard.armed = false;
     Ok((st, master))
+}
+
+/// Fork stage 1, directly into the container's cgroup where the kernel allows it (cgroup v2).
+/// Returns (pid as fork returns it, whether the child is in the cgroup already).
+fn fork_stage1(cgroup: &Cgroup) -> Result<(i32, bool)> {
+    if let Some(pid) = cgroup.unified_dir().and_then(process::fork_into_cgroup) {
+        return Ok((pid, true));
+    }
+    Ok((process::fork()?, false))
 }
 
 /// Let a created container run its program.
@@ -685,10 +697,13 @@ pub fn exec(root: &StateRoot, id: &str, o: &ExecOptions) -> Result<(i32, Option<
     let pid_file = o.pid_file.as_deref().map(absolute);
     let init_root = PathBuf::from(format!("/proc/{}/root", st.pid));
     let (parent_chan, child_chan) = Channel::pair().map_err(io_err("socketpair", "handshake"))?;
-    let stage1_pid = process::fork()?;
+    let (stage1_pid, in_cgroup) = fork_stage1(&st.cgroup)?;
     if stage1_pid == 0 {
         drop(parent_chan);
         let enter = || {
+            if in_cgroup {
+                return Ok(());
+            }
             st.cgroup
                 .add_pid(std::process::id() as i32)
                 .map_err(RuntimeError::from)
