@@ -402,24 +402,35 @@ fn hook_receives_state_and_failure_aborts_create() {
 
 #[test]
 fn pause_and_resume() {
-    let f = Fixture::new(&["sleep", "100"]);
+    // A busy loop keeps appending to a file; frozen, it cannot.
+    let f = Fixture::new(&["sh", "-c", "while :; do echo x >> /tmp/count; done"]);
+    f.edit(|c| {
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+    });
     let id = f.create();
     f.ok(&["start", &id]);
+    let pid = f.state(&id)["pid"].as_i64().unwrap();
+    let count_file = format!("/proc/{pid}/root/tmp/count");
+    let size = || std::fs::metadata(&count_file).map(|m| m.len()).unwrap_or(0);
+    let wait_growth = |from: u64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while size() <= from && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        size() > from
+    };
+    assert!(wait_growth(0), "the loop runs");
     f.ok(&["pause", &id]);
     assert_eq!(f.state(&id)["status"], "paused");
-    let pid = f.state(&id)["pid"].as_i64().unwrap();
-    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let state_letter = st
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    assert!(state_letter == "D" || state_letter == "S", "{state_letter}");
+    let frozen = size();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(size(), frozen, "a paused container made progress");
     f.ok(&["resume", &id]);
     assert_eq!(f.state(&id)["status"], "running");
+    assert!(wait_growth(frozen), "a resumed container runs again");
     f.ok(&["delete", "--force", &id]);
 }
 
