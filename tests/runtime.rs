@@ -292,6 +292,23 @@ fn exec_joins_namespaces_and_cgroup() {
     assert_eq!(out.status.code(), Some(3));
 }
 
+/// What a pty master yields until `needle` shows up (or the container closes the pty).
+fn read_pty_until(master: std::os::fd::OwnedFd, needle: &str) -> String {
+    let mut file = std::fs::File::from(master);
+    let mut text = String::new();
+    let mut buf = [0u8; 256];
+    while let Ok(n) = file.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if text.contains(needle) {
+            break;
+        }
+    }
+    text
+}
+
 #[test]
 fn terminal_through_console_socket() {
     let f = Fixture::new(&["sh", "-c", "tty; stty size"]);
@@ -321,18 +338,7 @@ fn terminal_through_console_socket() {
     );
     let master = receiver.join().unwrap();
     f.ok(&["start", &id]);
-    let mut file = std::fs::File::from(master);
-    let mut text = String::new();
-    let mut buf = [0u8; 256];
-    while let Ok(n) = file.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        text.push_str(&String::from_utf8_lossy(&buf[..n]));
-        if text.contains("100") {
-            break;
-        }
-    }
+    let text = read_pty_until(master, "100");
     assert!(text.contains("/dev/pts/0"), "{text:?}");
     assert!(text.contains("30 100"), "{text:?}");
 }
@@ -592,18 +598,7 @@ fn exec_with_a_terminal_through_console_socket() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut file = std::fs::File::from(receiver.join().unwrap());
-    let mut text = String::new();
-    let mut buf = [0u8; 256];
-    while let Ok(n) = file.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        text.push_str(&String::from_utf8_lossy(&buf[..n]));
-        if text.contains('\n') {
-            break;
-        }
-    }
+    let text = read_pty_until(receiver.join().unwrap(), "\n");
     assert!(text.starts_with("/dev/pts/"), "{text:?}");
     f.ok(&["delete", "--force", &id]);
 }

@@ -550,7 +550,7 @@ impl SlugStore {
         }
         let file = File::open(&archive).map_err(io_err("opening", &archive))?;
         let tmp = tmp_path(&self.root, &format!("unpack-{}", &id[..12]));
-        let mut cleanup = Cleanup::new(&tmp);
+        let cleanup = Cleanup::new(&tmp);
         fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
         let decoder = zstd::Decoder::new(file).map_err(io_err("decompressing", &archive))?;
         let options = ExtractOptions {
@@ -564,24 +564,13 @@ impl SlugStore {
         let app = tmp.join(LAYER_APP_DIR);
         fs::create_dir(&app).map_err(io_err("creating", &app))?;
         extract_tar(decoder, &app, &options)?;
-        // The layer's top stays read-only: nothing on the host may add to a stored slug.
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o555))
-            .map_err(io_err("making read-only", &tmp))?;
-        match fs::rename(&tmp, &dest) {
-            Ok(()) => {
-                cleanup.disarm();
-                Ok(dest)
-            }
-            // Another caller finished first: theirs is as good as ours.
-            Err(_) if dest.is_dir() => Ok(dest),
-            Err(e) => Err(io_err("renaming into place", &dest)(e)),
-        }
+        publish_layer(&tmp, &dest, cleanup)
     }
 
     /// Install `app_dir` (the tree `pack` just packed as `id`) as the slug's unpacked layer by
     /// renaming it into place: the same bytes as unpacking the archive, without reading it
-    /// back. When the layer
-    /// exists already (an unchanged app), `app_dir` is left for the caller to remove.
+    /// back. When the layer exists already (an unchanged app), `app_dir` is left for the
+    /// caller to remove.
     pub fn adopt(&self, id: &str, app_dir: &Path) -> Result<PathBuf> {
         if !is_slug_id(id) {
             return Err(SlugError::BadId { id: id.into() });
@@ -591,21 +580,11 @@ impl SlugStore {
             return Ok(dest);
         }
         let tmp = tmp_path(&self.root, &format!("adopt-{}", &id[..12]));
-        let mut cleanup = Cleanup::new(&tmp);
+        let cleanup = Cleanup::new(&tmp);
         fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
         let app = tmp.join(LAYER_APP_DIR);
         fs::rename(app_dir, &app).map_err(io_err("moving into the slug store", app_dir))?;
-        // The layer's top stays read-only: nothing on the host may add to a stored slug.
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o555))
-            .map_err(io_err("making read-only", &tmp))?;
-        match fs::rename(&tmp, &dest) {
-            Ok(()) => {
-                cleanup.disarm();
-                Ok(dest)
-            }
-            Err(_) if dest.is_dir() => Ok(dest),
-            Err(e) => Err(io_err("renaming into place", &dest)(e)),
-        }
+        publish_layer(&tmp, &dest, cleanup)
     }
 
     /// The stored slug `id`, if its archive is in the store.
@@ -987,6 +966,21 @@ fn set_owner(path: &Path, owner: Option<(u32, u32)>) -> std::result::Result<(), 
         Some((u, g)) => std::os::unix::fs::lchown(path, Some(u), Some(g))
             .map_err(|e| format!("setting owner of {}: {e}", path.display())),
         None => Ok(()),
+    }
+}
+
+/// Move a finished layer from `tmp` to `dest`, its top directory read-only (nothing on the
+/// host may add to a stored slug). Another caller finishing first is fine: same content.
+fn publish_layer(tmp: &Path, dest: &Path, mut cleanup: Cleanup) -> Result<PathBuf> {
+    fs::set_permissions(tmp, fs::Permissions::from_mode(0o555))
+        .map_err(io_err("making read-only", tmp))?;
+    match fs::rename(tmp, dest) {
+        Ok(()) => {
+            cleanup.disarm();
+            Ok(dest.to_path_buf())
+        }
+        Err(_) if dest.is_dir() => Ok(dest.to_path_buf()),
+        Err(e) => Err(io_err("renaming into place", dest)(e)),
     }
 }
 

@@ -101,6 +101,23 @@ pub fn recv_fd(socket: RawFd) -> Result<OwnedFd> {
     ))
 }
 
+/// Send the pty's master to the caller over `socket`, then make the slave our controlling
+/// terminal and stdio, sized as the process asks.
+pub fn hand_over(
+    socket: RawFd,
+    master: OwnedFd,
+    slave: &OwnedFd,
+    size: Option<oci_spec::runtime::Box>,
+) -> Result<()> {
+    send_fd(socket, master.as_raw_fd())?;
+    drop(master);
+    become_terminal(
+        slave,
+        size.map_or(0, |s| s.height() as u32),
+        size.map_or(0, |s| s.width() as u32),
+    )
+}
+
 /// Make `slave` the controlling terminal and the stdio of the calling process.
 pub fn become_terminal(slave: &OwnedFd, rows: u32, cols: u32) -> Result<()> {
     // SAFETY: plain libc calls on a descriptor we own.
@@ -193,6 +210,16 @@ pub fn proxy(master: &OwnedFd) -> ProxyGuard {
         })
     });
     ProxyGuard { saved, output }
+}
+
+/// Our own terminal's size (rows, columns), when stdin is a terminal.
+pub fn our_window_size() -> Option<(u64, u64)> {
+    // SAFETY: TIOCGWINSZ fills a winsize we own.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        (libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_row > 0)
+            .then_some((u64::from(ws.ws_row), u64::from(ws.ws_col)))
+    }
 }
 
 /// Give the pty the size of our own terminal.

@@ -27,6 +27,21 @@ pub enum Console {
     Proxy,
 }
 
+impl Console {
+    /// With a terminal: the socket the container's process sends its pty master over, and in
+    /// proxy mode our end of it (where the master arrives).
+    fn endpoints(&self, terminal: bool) -> Result<(Option<OwnedFd>, Option<UnixStream>)> {
+        Ok(match (self, terminal) {
+            (Console::Socket(p), true) => (Some(console::connect(p)?), None),
+            (Console::Proxy, true) => {
+                let (a, b) = UnixStream::pair().map_err(io_err("socketpair", "console"))?;
+                (Some(OwnedFd::from(a)), Some(b))
+            }
+            _ => (None, None),
+        })
+    }
+}
+
 pub struct CreateOptions {
     pub id: String,
     pub bundle: PathBuf,
@@ -179,14 +194,7 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
     let dir_fd = open_dir(&dir)?;
     let listener = UnixListener::bind(socket_path(&dir_fd))
         .map_err(io_err("bind start socket", dir.join(state::START_SOCKET)))?;
-    let (console_fd, proxy_end) = match (&o.console, terminal) {
-        (Console::Socket(p), true) => (Some(console::connect(p)?), None),
-        (Console::Proxy, true) => {
-            let (a, b) = UnixStream::pair().map_err(io_err("socketpair", "console"))?;
-            (Some(OwnedFd::from(a)), Some(b))
-        }
-        _ => (None, None),
-    };
+    let (console_fd, proxy_end) = o.console.endpoints(terminal)?;
     let annotations: HashMap<String, String> = spec.annotations().clone().unwrap_or_default();
     let created = state::now_rfc3339();
     let state_json = |pid: i32, status: &str| {
@@ -206,7 +214,7 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
             spec: &spec,
             rootfs: &rootfs,
             bundle: &bundle,
-            cgroup_path: &cgroup.path,
+            cgroup: &cgroup,
             exec: &exec,
             listener: &listener,
             console_socket: console_fd.as_ref(),
@@ -325,15 +333,12 @@ fn fork_stage1(cgroup: &Cgroup) -> Result<(i32, bool)> {
 
 /// Let a created container run its program.
 pub fn start(root: &StateRoot, id: &str) -> Result<()> {
-    let st = root.load(id)?;
-    let status = root.status(&st);
-    if status != Status::Created {
-        return Err(RuntimeError::WrongState {
-            id: id.into(),
-            status: status.to_string(),
-            what: "only a created container can be started".into(),
-        });
-    }
+    let st = load_in(
+        root,
+        id,
+        Status::Created,
+        "only a created container can be started",
+    )?;
     let dir_fd = open_dir(&root.dir(id))?;
     let sock = socket_path(&dir_fd);
     let mut conn = UnixStream::connect(&sock)
@@ -488,29 +493,37 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
     root.remove(id)
 }
 
-pub fn pause(root: &StateRoot, id: &str) -> Result<()> {
+/// Load a container that must be in `want`; `why` explains the refusal otherwise.
+fn load_in(root: &StateRoot, id: &str, want: Status, why: &str) -> Result<ContainerState> {
     let st = root.load(id)?;
     let status = root.status(&st);
-    if status != Status::Running {
+    if status != want {
         return Err(RuntimeError::WrongState {
             id: id.into(),
             status: status.to_string(),
-            what: "only a running container can be paused".into(),
+            what: why.into(),
         });
     }
+    Ok(st)
+}
+
+pub fn pause(root: &StateRoot, id: &str) -> Result<()> {
+    let st = load_in(
+        root,
+        id,
+        Status::Running,
+        "only a running container can be paused",
+    )?;
     Ok(st.cgroup.freeze()?)
 }
 
 pub fn resume(root: &StateRoot, id: &str) -> Result<()> {
-    let st = root.load(id)?;
-    let status = root.status(&st);
-    if status != Status::Paused {
-        return Err(RuntimeError::WrongState {
-            id: id.into(),
-            status: status.to_string(),
-            what: "only a paused container can be resumed".into(),
-        });
-    }
+    let st = load_in(
+        root,
+        id,
+        Status::Paused,
+        "only a paused container can be resumed",
+    )?;
     Ok(st.cgroup.thaw()?)
 }
 
@@ -686,14 +699,7 @@ pub fn exec(root: &StateRoot, id: &str, o: &ExecOptions) -> Result<(i32, Option<
             ns.join.push((flag, OwnedFd::from(f)));
         }
     }
-    let (console_fd, proxy_end) = match (&o.console, terminal) {
-        (Console::Socket(p), true) => (Some(console::connect(p)?), None),
-        (Console::Proxy, true) => {
-            let (a, b) = UnixStream::pair().map_err(io_err("socketpair", "console"))?;
-            (Some(OwnedFd::from(a)), Some(b))
-        }
-        _ => (None, None),
-    };
+    let (console_fd, proxy_end) = o.console.endpoints(terminal)?;
     let pid_file = o.pid_file.as_deref().map(absolute);
     let init_root = PathBuf::from(format!("/proc/{}/root", st.pid));
     let (parent_chan, child_chan) = Channel::pair().map_err(io_err("socketpair", "handshake"))?;
@@ -715,14 +721,7 @@ pub fn exec(root: &StateRoot, id: &str, o: &ExecOptions) -> Result<(i32, Option<
             if let Some(sock) = &console_fd {
                 nix::unistd::setsid().map_err(|e| RuntimeError::Init(format!("setsid: {e}")))?;
                 let (master, slave, _) = console::open_pty()?;
-                console::send_fd(sock.as_raw_fd(), master.as_raw_fd())?;
-                drop(master);
-                let size = o.process.console_size();
-                console::become_terminal(
-                    &slave,
-                    size.map_or(0, |s| s.height() as u32),
-                    size.map_or(0, |s| s.width() as u32),
-                )?;
+                console::hand_over(sock.as_raw_fd(), master, &slave, o.process.console_size())?;
             }
             plan.apply_rlimits()?;
             process::finalize(&plan)

@@ -20,7 +20,7 @@ pub struct InitContext<'a> {
     pub spec: &'a Spec,
     pub rootfs: &'a Path,
     pub bundle: &'a Path,
-    pub cgroup_path: &'a str,
+    pub cgroup: &'a super::cgroups::Cgroup,
     pub exec: &'a ExecPlan,
     pub listener: &'a UnixListener,
     pub console_socket: Option<&'a OwnedFd>,
@@ -53,7 +53,7 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
         let mctx = MountContext {
             rootfs: ctx.rootfs,
             bundle: ctx.bundle,
-            cgroup_path: ctx.cgroup_path,
+            cgroup: ctx.cgroup,
             cgroup_ns: has(LinuxNamespaceType::Cgroup),
             user_ns,
         };
@@ -188,14 +188,7 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
                 None,
             );
         }
-        console::send_fd(sock.as_raw_fd(), master.as_raw_fd())?;
-        drop(master);
-        let size = process.console_size();
-        console::become_terminal(
-            &slave,
-            size.map_or(0, |s| s.height() as u32),
-            size.map_or(0, |s| s.width() as u32),
-        )?;
+        console::hand_over(sock.as_raw_fd(), master, &slave, process.console_size())?;
     }
 
     chan.send(&Msg::Ready).map_err(chan_err)?;

@@ -15,6 +15,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
 
+use super::cgroups::{Cgroup, Version};
 use super::error::{io_err, Result, RuntimeError};
 use super::mountopts;
 
@@ -147,8 +148,8 @@ pub fn remount_readonly(path: &Path, extra: MsFlags) -> Result<()> {
 pub struct MountContext<'a> {
     pub rootfs: &'a Path,
     pub bundle: &'a Path,
-    /// The container's cgroup path (relative to each hierarchy), for `cgroup` mounts.
-    pub cgroup_path: &'a str,
+    /// The container's cgroup (its hierarchies and directories), for `cgroup` mounts.
+    pub cgroup: &'a Cgroup,
     pub cgroup_ns: bool,
     pub user_ns: bool,
 }
@@ -241,10 +242,8 @@ fn mount_cgroup(target: &Path, opts: &mountopts::MountOptions, ctx: &MountContex
             | MsFlags::MS_NOEXEC
             | MsFlags::MS_RELATIME
             | MsFlags::MS_RDONLY);
-    let unified = nix::sys::statfs::statfs("/sys/fs/cgroup")
-        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        .unwrap_or(false);
-    if unified {
+    // The layout the cgroup layer found on the host: no second look at mountinfo.
+    if let Some(host) = ctx.cgroup.unified_dir() {
         if ctx.cgroup_ns {
             return sys_mount(
                 Some(Path::new("cgroup2")),
@@ -254,9 +253,8 @@ fn mount_cgroup(target: &Path, opts: &mountopts::MountOptions, ctx: &MountContex
                 None,
             );
         }
-        let host = Path::new("/sys/fs/cgroup").join(ctx.cgroup_path.trim_start_matches('/'));
         sys_mount(
-            Some(&host),
+            Some(host),
             target,
             None,
             MsFlags::MS_BIND | MsFlags::MS_REC,
@@ -274,14 +272,22 @@ fn mount_cgroup(target: &Path, opts: &mountopts::MountOptions, ctx: &MountContex
         (flags & !MsFlags::MS_RDONLY) | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some("mode=755"),
     )?;
-    for (mountpoint, options) in v1_hierarchies() {
-        let name = mountpoint
+    let v1 = ctx
+        .cgroup
+        .dirs
+        .iter()
+        .filter(|d| d.hierarchy.version == Version::V1);
+    for d in v1 {
+        let name = d
+            .hierarchy
+            .mount
             .file_name()
             .map(|n| n.to_os_string())
             .unwrap_or_default();
         let dest = target.join(&name);
         create_target(&dest, false)?;
         if ctx.cgroup_ns {
+            let options = d.hierarchy.controllers.join(",");
             sys_mount(
                 Some(Path::new("cgroup")),
                 &dest,
@@ -290,14 +296,9 @@ fn mount_cgroup(target: &Path, opts: &mountopts::MountOptions, ctx: &MountContex
                 Some(&options),
             )?;
         } else {
-            let host = mountpoint.join(ctx.cgroup_path.trim_start_matches('/'));
-            let src = if host.exists() {
-                host
-            } else {
-                mountpoint.clone()
-            };
+            // Only the container's own directory: it never sees its siblings.
             sys_mount(
-                Some(&src),
+                Some(&d.dir),
                 &dest,
                 None,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
@@ -322,49 +323,6 @@ fn mount_cgroup(target: &Path, opts: &mountopts::MountOptions, ctx: &MountContex
         )?;
     }
     Ok(())
-}
-
-/// v1 cgroup hierarchies mounted on the host: (mount point, controller options).
-fn v1_hierarchies() -> Vec<(PathBuf, String)> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out = Vec::new();
-    for line in info.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mut r = right.split_whitespace();
-        if r.next() != Some("cgroup") {
-            continue;
-        }
-        let super_opts = r.nth(1).unwrap_or("");
-        let Some(mp) = left.split_whitespace().nth(4) else {
-            continue;
-        };
-        if !mp.starts_with("/sys/fs/cgroup/") {
-            continue;
-        }
-        let controllers: Vec<&str> = super_opts
-            .split(',')
-            .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("release_agent"))
-            .filter(|o| {
-                !matches!(
-                    *o,
-                    "relatime"
-                        | "noatime"
-                        | "nosuid"
-                        | "nodev"
-                        | "noexec"
-                        | "clone_children"
-                        | "xattr"
-                        | "noprefix"
-                        | "cpuset_v2_mode"
-                        | "nsdelegate"
-                )
-            })
-            .collect();
-        out.push((PathBuf::from(mp), controllers.join(",")));
-    }
-    out
 }
 
 /// The devices every container gets, as runc and crun create them.
