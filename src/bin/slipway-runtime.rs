@@ -394,6 +394,10 @@ fn run(root: &StateRoot, a: &CreateArgs, detach: bool, keep: bool) -> R<u8> {
         None => Console::None,
     };
     let (st, master) = container::create(root, &create_options(a, console))?;
+    // Size the pty before the program runs, so its first look at the window is right.
+    if let Some(m) = &master {
+        slipway::runtime::console::copy_window_size(m);
+    }
     if let Err(e) = container::start(root, &a.id) {
         let _ = container::delete(root, &a.id, true);
         return Err(e);
@@ -444,6 +448,15 @@ fn exec(root: &StateRoot, a: &ExecArgs) -> R<u8> {
             let mut p = saved.process().clone().unwrap_or_default();
             p.set_args(Some(a.command.clone()));
             p.set_terminal(Some(a.tty));
+            // The exec'd program starts before we could resize its pty: size it at birth.
+            if a.tty {
+                if let Some((rows, cols)) = slipway::runtime::console::our_window_size() {
+                    let size =
+                        serde_json::from_value(serde_json::json!({"height": rows, "width": cols}))
+                            .expect("a console size");
+                    p.set_console_size(Some(size));
+                }
+            }
             let mut env = p.env().clone().unwrap_or_default();
             for kv in &a.env {
                 let key = kv.split('=').next().unwrap_or("");
