@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use oci_spec::runtime::{LinuxResources, Process};
 use slipway::runtime::container::{self, Console, CreateOptions, ExecOptions};
 use slipway::runtime::state::{self, StateRoot};
-use slipway::runtime::{spec, RuntimeError};
+use slipway::runtime::{self_exe, spec, RuntimeError};
 
 #[derive(Parser)]
 #[command(
@@ -213,6 +213,17 @@ struct UpdateArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands that fork into a container run from a copy of this binary that the container
+    // cannot write (see runtime::self_exe); the others never meet a container process.
+    if matches!(
+        cli.command,
+        Command::Create(_) | Command::Run { .. } | Command::Exec(_)
+    ) {
+        if let Err(e) = self_exe::ensure_protected() {
+            log_error(&cli, &e.to_string());
+            return ExitCode::from(1);
+        }
+    }
     let root = StateRoot::new(&cli.root);
     match dispatch(&cli, &root) {
         Ok(code) => ExitCode::from(code),

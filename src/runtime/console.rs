@@ -101,6 +101,31 @@ pub fn recv_fd(socket: RawFd) -> Result<OwnedFd> {
     ))
 }
 
+/// The slave side of a pty master, without a path lookup (TIOCGPTPEER), after unlocking it:
+/// the master may come from a devpts inside a container's root, whose /dev/pts paths the
+/// image controls.
+pub fn peer_of(master: &OwnedFd) -> Result<OwnedFd> {
+    let fail = |what: &str| {
+        RuntimeError::Init(format!(
+            "{what} of the container's pty (is /dev/ptmx the devpts one?): {}",
+            std::io::Error::last_os_error()
+        ))
+    };
+    let unlock: libc::c_int = 0;
+    // SAFETY: ioctls on a descriptor we own, with a valid pointer for TIOCSPTLCK.
+    unsafe {
+        if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) != 0 {
+            return Err(fail("unlock"));
+        }
+        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+        let slave = libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags);
+        if slave < 0 {
+            return Err(fail("open the slave"));
+        }
+        Ok(OwnedFd::from_raw_fd(slave))
+    }
+}
+
 /// Send the pty's master to the caller over `socket`, then make the slave our controlling
 /// terminal and stdio, sized as the process asks.
 pub fn hand_over(

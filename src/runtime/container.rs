@@ -150,6 +150,7 @@ fn compile_seccomp(spec: &Spec, root: &StateRoot) -> Result<Option<seccomp::Prog
 /// Returns the state and, in `Console::Proxy` mode, the pty master.
 pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Option<OwnedFd>)> {
     state::check_id(&o.id)?;
+    process::check_preserved(o.preserve_fds)?;
     let bundle = o.bundle.canonicalize().map_err(|e| {
         RuntimeError::Invalid(format!(
             "bundle {}: {e}: pass --bundle DIR with a config.json",
@@ -194,6 +195,8 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
     let dir_fd = open_dir(&dir)?;
     let listener = UnixListener::bind(socket_path(&dir_fd))
         .map_err(io_err("bind start socket", dir.join(state::START_SOCKET)))?;
+    // A host directory: it must not exist in the container's init (CVE-2024-21626).
+    drop(dir_fd);
     let (console_fd, proxy_end) = o.console.endpoints(terminal)?;
     let annotations: HashMap<String, String> = spec.annotations().clone().unwrap_or_default();
     let created = state::now_rfc3339();
@@ -676,6 +679,7 @@ pub fn exec(root: &StateRoot, id: &str, o: &ExecOptions) -> Result<(i32, Option<
             "a terminal was requested: pass --console-socket".into(),
         ));
     }
+    process::check_preserved(o.preserve_fds)?;
     let seccomp = compile_seccomp(&spec, root)?;
     let plan = ExecPlan::new(&o.process, seccomp, o.preserve_fds)?;
     let mut ns = NamespacePlan {
@@ -707,14 +711,16 @@ pub fn exec(root: &StateRoot, id: &str, o: &ExecOptions) -> Result<(i32, Option<
     if stage1_pid == 0 {
         drop(parent_chan);
         let enter = || {
-            if in_cgroup {
-                return Ok(());
+            if !in_cgroup {
+                st.cgroup.add_pid(std::process::id() as i32)?;
             }
-            st.cgroup
-                .add_pid(std::process::id() as i32)
-                .map_err(RuntimeError::from)
+            // Still in the host's namespaces: /proc/self is ours, not the container's.
+            plan.apply_rlimits()
         };
         let mut stage2 = || -> Result<std::convert::Infallible> {
+            let mut keep = vec![child_chan.raw()];
+            keep.extend(console_fd.as_ref().map(|c| c.as_raw_fd()));
+            process::close_fds_except(3 + o.preserve_fds, &keep);
             if !st.own_mount_ns {
                 super::rootfs::chroot(&init_root)?;
             }
@@ -723,7 +729,6 @@ pub fn exec(root: &StateRoot, id: &str, o: &ExecOptions) -> Result<(i32, Option<
                 let (master, slave, _) = console::open_pty()?;
                 console::hand_over(sock.as_raw_fd(), master, &slave, o.process.console_size())?;
             }
-            plan.apply_rlimits()?;
             process::finalize(&plan)
         };
         process::stage1(&child_chan, &ns, &enter, &mut stage2);

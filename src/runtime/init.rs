@@ -2,7 +2,7 @@
 //! namespaces, reports ready, waits for `start` on its start socket, then execs the program.
 use std::convert::Infallible;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
@@ -13,7 +13,7 @@ use super::error::{Result, RuntimeError};
 use super::process::{self, ExecPlan};
 use super::rootfs::{self, MountContext};
 use super::sync::{Channel, Msg};
-use super::{console, hooks, mountopts, spec};
+use super::{console, hooks, inroot, loopback, mountopts, spec};
 
 pub struct InitContext<'a> {
     pub id: &'a str,
@@ -39,19 +39,26 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
         .and_then(|p| p.to_str()?.parse().ok())
         .unwrap_or(0);
 
+    // Nothing of the runtime's survives into the container but stdio, the descriptors it was
+    // told to preserve, and our own channels (closed or close-on-exec before the program
+    // runs): in particular no host directory a container path could walk through.
+    let mut keep = vec![chan.raw(), ctx.listener.as_raw_fd()];
+    keep.extend(ctx.console_socket.map(|s| s.as_raw_fd()));
+    process::close_fds_except(3 + ctx.exec.preserve_fds, &keep);
+
     nix::unistd::setsid().map_err(|e| RuntimeError::Init(format!("setsid: {e}")))?;
 
-    if own_mount_ns {
-        let prop = linux
-            .rootfs_propagation()
-            .as_deref()
-            .and_then(mountopts::propagation)
-            .map(|f| f | MsFlags::MS_REC)
-            .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
-        rootfs::isolate_propagation(prop)?;
+    let requested_propagation = linux
+        .rootfs_propagation()
+        .as_deref()
+        .and_then(mountopts::propagation);
+    // The rootfs (bound onto itself), the root of every container path from here on.
+    let root = if own_mount_ns {
+        rootfs::isolate_propagation(requested_propagation)?;
         rootfs::bind_rootfs(ctx.rootfs)?;
+        let root = rootfs::open_root(ctx.rootfs)?;
         let mctx = MountContext {
-            rootfs: ctx.rootfs,
+            root: root.as_fd(),
             bundle: ctx.bundle,
             cgroup: ctx.cgroup,
             cgroup_ns: has(LinuxNamespaceType::Cgroup),
@@ -62,7 +69,7 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
         for m in spec::mounts(ctx.spec) {
             rootfs::mount_entry(m, &mctx)?;
             let typ = m.typ().as_deref().unwrap_or("");
-            if m.destination() == Path::new("/dev") && typ != "bind" {
+            if inroot::clean(m.destination()) == Path::new("/dev") && typ != "bind" {
                 dev_is_fresh = !m
                     .options()
                     .iter()
@@ -74,12 +81,17 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
             }
         }
         let devices = linux.devices().clone().unwrap_or_default();
-        rootfs::create_devices(ctx.rootfs, dev_is_fresh, &devices, user_ns)?;
+        rootfs::create_devices(root.as_fd(), dev_is_fresh, &devices, user_ns)?;
         if dev_is_fresh {
-            rootfs::dev_symlinks(ctx.rootfs, has_devpts)?;
+            rootfs::dev_symlinks(root.as_fd(), has_devpts)?;
         }
-    }
+        Some(root)
+    } else {
+        None
+    };
 
+    // spec::validate let through only sysctls of namespaces this process is in; /proc is
+    // still the host's procfs, which the image cannot have tampered with.
     for (key, value) in linux.sysctl().clone().unwrap_or_default() {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         std::fs::write(&path, &value).map_err(|e| {
@@ -88,12 +100,20 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
             ))
         })?;
     }
+    let new_netns = spec::namespaces(ctx.spec)
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none());
+    if new_netns {
+        // A new network namespace starts with `lo` down; apps expect 127.0.0.1 to work.
+        loopback::bring_up()?;
+    }
     if has(LinuxNamespaceType::Uts) {
         if let Some(h) = ctx.spec.hostname().as_deref().filter(|h| !h.is_empty()) {
             nix::unistd::sethostname(h)
                 .map_err(|e| RuntimeError::Init(format!("sethostname {h}: {e}")))?;
         }
         if let Some(d) = ctx.spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+            // SAFETY: a pointer and length of a live string.
             let r = unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) };
             if r != 0 {
                 return Err(RuntimeError::Init(format!(
@@ -138,18 +158,38 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
         )?;
     }
 
+    let process = ctx.spec.process().as_ref().expect("validated");
+    let terminal = process.terminal().unwrap_or(false);
+    // Send the pty's master to the caller, make the slave our terminal.
+    let hand_over = |master, slave: OwnedFd| {
+        let sock = ctx.console_socket.ok_or_else(|| {
+            RuntimeError::Invalid("process.terminal is true: pass --console-socket".into())
+        })?;
+        console::hand_over(sock.as_raw_fd(), master, &slave, process.console_size())
+    };
+    if let Some(root) = &root {
+        // Masks and read-only paths after every mount (hooks' included), resolved in the
+        // root while the host's /proc still names our descriptors.
+        let null = rootfs::host_null()?;
+        for p in linux.masked_paths().clone().unwrap_or_default() {
+            rootfs::mask_path(root.as_fd(), Path::new(&p), &null)?;
+        }
+        for p in linux.readonly_paths().clone().unwrap_or_default() {
+            rootfs::readonly_path(root.as_fd(), Path::new(&p))?;
+        }
+        if terminal {
+            let (master, slave) = rootfs::console(root.as_fd())?;
+            hand_over(master, slave)?;
+        }
+    }
+    drop(root);
+
     if own_mount_ns && !ctx.no_pivot {
         rootfs::pivot(ctx.rootfs)?;
     } else {
         rootfs::chroot(ctx.rootfs)?;
     }
     if own_mount_ns {
-        for p in linux.masked_paths().clone().unwrap_or_default() {
-            rootfs::mask_path(Path::new(&p))?;
-        }
-        for p in linux.readonly_paths().clone().unwrap_or_default() {
-            rootfs::readonly_path(Path::new(&p))?;
-        }
         if ctx
             .spec
             .root()
@@ -159,36 +199,13 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
         {
             rootfs::remount_readonly(Path::new("/"), MsFlags::empty())?;
         }
-        if let Some(p) = linux
-            .rootfs_propagation()
-            .as_deref()
-            .and_then(mountopts::propagation)
-        {
-            nix::mount::mount::<str, str, str, str>(None, "/", None, p | MsFlags::MS_REC, None)
-                .map_err(|e| RuntimeError::Init(format!("rootfsPropagation: {e}")))?;
+        if let Some(p) = requested_propagation {
+            rootfs::set_root_propagation(p)?;
         }
-    }
-
-    let process = ctx.spec.process().as_ref().expect("validated");
-    if process.terminal().unwrap_or(false) {
-        let sock = ctx.console_socket.ok_or_else(|| {
-            RuntimeError::Invalid("process.terminal is true: pass --console-socket".into())
-        })?;
-        let (master, slave, name) = console::open_pty()?;
-        if own_mount_ns {
-            let console_path = Path::new("/dev/console");
-            if !console_path.exists() {
-                let _ = std::fs::File::create(console_path);
-            }
-            let _ = nix::mount::mount::<str, Path, str, str>(
-                Some(name.as_str()),
-                console_path,
-                None,
-                MsFlags::MS_BIND,
-                None,
-            );
-        }
-        console::hand_over(sock.as_raw_fd(), master, &slave, process.console_size())?;
+    } else if terminal {
+        // No mount namespace of its own: no /dev/console to set up, only the pty.
+        let (master, slave, _) = console::open_pty()?;
+        hand_over(master, slave)?;
     }
 
     chan.send(&Msg::Ready).map_err(chan_err)?;

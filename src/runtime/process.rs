@@ -8,16 +8,18 @@
 //! its error back over the handshake channel, so the runtime can say exactly what went wrong.
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{PosixRlimitType, Process};
 
 use super::capabilities::{self, CapSets};
 use super::error::{Result, RuntimeError};
+use super::inroot;
 use super::seccomp;
 use super::sync::{Channel, Msg};
 
@@ -103,6 +105,12 @@ pub fn stage1(
     stage2: &mut dyn FnMut() -> Result<Infallible>,
 ) -> ! {
     let r = (|| -> Result<(i32, OwnedFd)> {
+        if ns.join.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWPID) {
+            // Processes of the container will see us: no /proc/PID access to our memory,
+            // descriptors or executable until the program's own exec resets this.
+            nix::sys::prctl::set_dumpable(false)
+                .map_err(|e| RuntimeError::Init(format!("PR_SET_DUMPABLE: {e}")))?;
+        }
         enter_cgroup()?;
         for (flag, fd) in &ns.join {
             setns(fd, *flag).map_err(|e| {
@@ -382,6 +390,37 @@ fn home_env(plan: &ExecPlan) -> Option<CString> {
     CString::new(format!("HOME={home}")).ok()
 }
 
+/// Change into the process's working directory, resolved inside the container's root (we are
+/// past pivot_root or chroot, so `/` is the container's) with no magic links: a cwd such as
+/// `/proc/self/fd/3` can never reach a descriptor of the runtime (CVE-2024-21626). Created
+/// when missing, as runc does.
+fn enter_cwd(cwd: &Path) -> Result<()> {
+    let fail = |what: &str, e: nix::Error| {
+        RuntimeError::Init(format!(
+            "{what} the working directory {} inside the container: {e}{}",
+            cwd.display(),
+            if e == nix::Error::ELOOP {
+                " (too many symlinks, or a /proc magic link: use a plain path)"
+            } else {
+                ""
+            }
+        ))
+    };
+    let root = nix::fcntl::open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| fail("open / to resolve", e))?;
+    let dir = match inroot::open(root.as_fd(), cwd, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+        Err(nix::Error::ENOENT) => {
+            inroot::mkdir_all(root.as_fd(), cwd, 0o755).map_err(|e| fail("create", e))?
+        }
+        r => r.map_err(|e| fail("resolve", e))?,
+    };
+    nix::unistd::fchdir(dir.as_fd()).map_err(|e| fail("enter", e))
+}
+
 /// The last steps before the user's program: identity, capabilities, no_new_privs, seccomp,
 /// descriptors, exec. Only returns on failure.
 pub fn finalize(plan: &ExecPlan) -> Result<Infallible> {
@@ -389,12 +428,7 @@ pub fn finalize(plan: &ExecPlan) -> Result<Infallible> {
     if let Some(mask) = plan.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
-    if !plan.cwd.exists() {
-        std::fs::create_dir_all(&plan.cwd)
-            .map_err(|e| RuntimeError::Init(format!("create cwd {}: {e}", plan.cwd.display())))?;
-    }
-    nix::unistd::chdir(&plan.cwd)
-        .map_err(|e| init_err(&format!("chdir to cwd {}", plan.cwd.display()), e))?;
+    enter_cwd(&plan.cwd)?;
     let path = lookup(plan)?;
     let mut envp = plan.envp.clone();
     envp.extend(home_env(plan));
@@ -474,29 +508,67 @@ pub fn reset_signals() {
 /// container except stdio and the descriptors it was told to preserve. Close-on-exec rather
 /// than close, so the error channel still works if exec fails.
 pub fn close_fds_from(first: i32) {
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range only changes descriptor flags.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            CLOSE_RANGE_CLOEXEC,
-        )
+    close_range(first, RawFd::MAX, true);
+}
+
+/// Close every descriptor from `first` on except those in `keep`: called first thing in a
+/// forked stage, so that no descriptor the runtime held (its state directory, namespace files)
+/// exists while the container's paths are resolved.
+pub fn close_fds_except(first: RawFd, keep: &[RawFd]) {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|k| *k >= first).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from = first;
+    for k in keep.into_iter().chain(std::iter::once(RawFd::MAX)) {
+        if k > from {
+            close_range(from, k - 1, false);
+        }
+        from = k.saturating_add(1);
+    }
+}
+
+/// Close (or mark close-on-exec) the descriptors `first..=last`.
+fn close_range(first: RawFd, last: RawFd, cloexec: bool) {
+    let flags = if cloexec {
+        libc::CLOSE_RANGE_CLOEXEC as libc::c_int
+    } else {
+        0
     };
-    if r == 0 {
+    // SAFETY: closing or flagging descriptor numbers this process will not use again.
+    if unsafe { libc::close_range(first as libc::c_uint, last as libc::c_uint, flags) } == 0 {
         return;
     }
+    // Kernels before 5.9: what /proc/self/fd lists (the host's procfs, before pivot).
     if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
         let fds: Vec<RawFd> = dir
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse().ok())
             .collect();
-        for fd in fds.into_iter().filter(|fd| *fd >= first) {
-            // SAFETY: setting a flag on a descriptor number; harmless if already closed.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        for fd in fds.into_iter().filter(|fd| (first..=last).contains(fd)) {
+            // SAFETY: as above; harmless on a descriptor already closed.
+            unsafe {
+                if cloexec {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                } else {
+                    libc::close(fd);
+                }
+            }
         }
     }
+}
+
+/// `--preserve-fds N` passes descriptors 3..3+N: each must be open, or a descriptor the
+/// runtime opens later could take a free number in that range and reach the container.
+pub fn check_preserved(count: i32) -> Result<()> {
+    for fd in 3..3 + count.max(0) {
+        // SAFETY: F_GETFD only reads descriptor flags.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(RuntimeError::Invalid(format!(
+                "--preserve-fds {count}: descriptor {fd} is not open; pass only open descriptors"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Move a descriptor to a number at or above `min` (close-on-exec), so it cannot collide with

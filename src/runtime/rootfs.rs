@@ -1,22 +1,27 @@
-//! The container's filesystem view: mounts, devices, pivot_root, masked and read-only paths.
+//! The container's filesystem view: mounts, devices, masked and read-only paths, the console,
+//! pivot_root.
 //!
-//! Runs in the container init, inside its new mount namespace, before the user's program.
-//! Every mount target is resolved inside the rootfs (symlinks followed as if the rootfs were
-//! `/`), so a hostile image cannot point a mount at a host path with a symlink. The rootfs is
-//! not yet visible to any container process while this runs, so nothing can swap a path
-//! between the check and the mount.
-use std::collections::VecDeque;
-use std::ffi::OsString;
-use std::fs;
-use std::os::unix::fs::{symlink, DirBuilderExt};
-use std::path::{Component, Path, PathBuf};
+//! Runs in the container init, inside its new mount namespace, before pivot_root: the host's
+//! /proc is still the one this process sees, so `/proc/self/fd/N` names exactly a descriptor
+//! we opened. Every path inside the rootfs is resolved by `inroot` (within the root, no magic
+//! links, ELOOP past 40 links) and every mount goes onto the descriptor that resolution
+//! returned, never onto a path string that a symlink in the image, or a process racing on a
+//! shared volume, could redirect. Host-side sources (bind sources of the operator's spec, the
+//! host's /dev/null for masks) come from outside the image's reach.
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::sys::stat::{makedev, mknodat, umask, Mode, SFlag};
+use nix::unistd::{fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
 
 use super::cgroups::{Cgroup, Version};
-use super::error::{io_err, Result, RuntimeError};
+use super::error::{Result, RuntimeError};
+use super::inroot::{self, fd_path};
 use super::mountopts;
 
 fn sys_mount(
@@ -39,79 +44,45 @@ fn sys_mount(
     })
 }
 
-/// Resolve `path` inside `root`, following symlinks as if `root` were `/`; never escapes.
-pub fn resolve_in_root(root: &Path, path: &Path) -> PathBuf {
-    let mut queue: VecDeque<OsString> = path
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect();
-    let mut cur = PathBuf::new();
-    let mut links = 0;
-    while let Some(comp) = queue.pop_front() {
-        if comp == ".." {
-            cur.pop();
-            continue;
-        }
-        let candidate = root.join(&cur).join(&comp);
-        match fs::symlink_metadata(&candidate) {
-            Ok(m) if m.file_type().is_symlink() && links < 40 => {
-                links += 1;
-                if let Ok(target) = fs::read_link(&candidate) {
-                    if target.is_absolute() {
-                        cur = PathBuf::new();
-                    }
-                    let mut front: Vec<OsString> = target
-                        .components()
-                        .filter_map(|c| match c {
-                            Component::Normal(n) => Some(n.to_os_string()),
-                            Component::ParentDir => Some("..".into()),
-                            _ => None,
-                        })
-                        .collect();
-                    while let Some(c) = front.pop() {
-                        queue.push_front(c);
-                    }
-                    continue;
-                }
-                cur.push(&comp);
-            }
-            _ => cur.push(&comp),
-        }
-    }
-    root.join(cur)
+/// Mount onto what `target` refers to; `what` names it in errors (the path in the container).
+fn mount_on(
+    src: Option<&Path>,
+    target: &OwnedFd,
+    what: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    sys_mount(src, &fd_path(target), fstype, flags, data).map_err(|e| match e {
+        RuntimeError::Init(m) => RuntimeError::Init(m.replace(
+            &fd_path(target).display().to_string(),
+            &what.display().to_string(),
+        )),
+        e => e,
+    })
 }
 
-/// Make a mount point: a file when mounting a file, a directory otherwise.
-fn create_target(target: &Path, as_file: bool) -> Result<()> {
-    if target.exists() {
-        return Ok(());
+/// Resolve a path of the container inside its root, explaining failures in its terms.
+fn resolve_err<'a>(what: &str, path: &'a Path) -> impl FnOnce(Errno) -> RuntimeError + 'a {
+    let what = what.to_string();
+    move |e| {
+        let hint = match e {
+            Errno::ELOOP => ": too many symlinks, or a /proc magic link, on the way",
+            Errno::ENOTDIR => ": a component on the way is not a directory",
+            Errno::ENOENT => ": a symlink on the way points to a path that does not exist",
+            _ => "",
+        };
+        RuntimeError::Init(format!(
+            "{what} {} (resolved inside the rootfs): {e}{hint}",
+            path.display()
+        ))
     }
-    if as_file {
-        if let Some(parent) = target.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)
-                .map_err(io_err("create mount point", parent))?;
-        }
-        fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(target)
-            .map(drop)
-            .map_err(io_err("create mount point", target))
-    } else {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(target)
-            .map_err(io_err("create mount point", target))
-    }
+}
+
+/// Open `path` inside the root again: after a mount, the new mount's root (a descriptor
+/// taken before it still names the covered directory).
+fn reopen(root: BorrowedFd, path: &Path) -> Result<OwnedFd> {
+    inroot::open(root, path, OFlag::O_PATH).map_err(resolve_err("reopen mount point", path))
 }
 
 /// Flags a remount must keep: in a user namespace the kernel locks nosuid/nodev/noexec/atime
@@ -146,7 +117,8 @@ pub fn remount_readonly(path: &Path, extra: MsFlags) -> Result<()> {
 
 /// What the init needs to know besides the spec's mounts.
 pub struct MountContext<'a> {
-    pub rootfs: &'a Path,
+    /// The rootfs (after it was bound onto itself), where every container path starts.
+    pub root: BorrowedFd<'a>,
     pub bundle: &'a Path,
     /// The container's cgroup (its hierarchies and directories), for `cgroup` mounts.
     pub cgroup: &'a Cgroup,
@@ -154,18 +126,31 @@ pub struct MountContext<'a> {
     pub user_ns: bool,
 }
 
+/// Open the rootfs as the root of every later lookup.
+pub fn open_root(rootfs: &Path) -> Result<OwnedFd> {
+    nix::fcntl::open(
+        rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| RuntimeError::Init(format!("open rootfs {}: {e}", rootfs.display())))
+}
+
 /// Mount one spec entry under the rootfs.
 pub fn mount_entry(m: &Mount, ctx: &MountContext) -> Result<()> {
     let options = m.options().clone().unwrap_or_default();
     let opts = mountopts::parse(&options);
     let typ = m.typ().clone().unwrap_or_default();
-    let target = resolve_in_root(ctx.rootfs, m.destination());
-    if !target.starts_with(ctx.rootfs) {
-        return Err(RuntimeError::Init(format!(
-            "mount destination {} escapes the rootfs",
-            m.destination().display()
-        )));
-    }
+    let dest = inroot::clean(m.destination());
+    let root = ctx.root;
+    let mount_point = |as_file: bool| {
+        if as_file {
+            inroot::create_file(root, &dest, 0o644)
+        } else {
+            inroot::mkdir_all(root, &dest, 0o755)
+        }
+        .map_err(resolve_err("mount destination", m.destination()))
+    };
     if opts.bind || typ == "bind" {
         let src = m.source().clone().unwrap_or_default();
         let src = if src.is_relative() {
@@ -173,37 +158,40 @@ pub fn mount_entry(m: &Mount, ctx: &MountContext) -> Result<()> {
         } else {
             src
         };
-        let meta = fs::metadata(&src).map_err(|e| {
+        let meta = std::fs::metadata(&src).map_err(|e| {
             RuntimeError::Init(format!(
                 "bind mount source {} for {}: {e}",
                 src.display(),
                 m.destination().display()
             ))
         })?;
-        create_target(&target, !meta.is_dir())?;
+        let target = mount_point(!meta.is_dir())?;
         let mut flags = MsFlags::MS_BIND;
         if opts.recursive {
             flags |= MsFlags::MS_REC;
         }
-        sys_mount(Some(&src), &target, None, flags, None)?;
+        mount_on(Some(&src), &target, &dest, None, flags, None)?;
         // A bind mount ignores most flags on the first call: apply them with a remount.
         let wanted = opts.flags & !(MsFlags::MS_REMOUNT);
         if !wanted.is_empty() {
-            let mut f = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | wanted | locked_flags(&target);
+            let top = reopen(root, &dest)?;
+            let mut f =
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | wanted | locked_flags(&fd_path(&top));
             if !wanted.contains(MsFlags::MS_RDONLY) {
                 f.remove(MsFlags::MS_RDONLY);
             }
-            sys_mount(None, &target, None, f, None)?;
+            mount_on(None, &top, &dest, None, f, None)?;
         }
     } else if typ == "cgroup" || typ == "cgroup2" {
-        create_target(&target, false)?;
-        mount_cgroup(&target, &opts, ctx)?;
+        let target = mount_point(false)?;
+        mount_cgroup(&target, &dest, &opts, ctx)?;
     } else {
-        create_target(&target, false)?;
+        let target = mount_point(false)?;
         let src = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
-        let r = sys_mount(
+        let r = mount_on(
             Some(&src),
             &target,
+            &dest,
             Some(&typ),
             opts.flags,
             Some(&opts.data),
@@ -212,21 +200,25 @@ pub fn mount_entry(m: &Mount, ctx: &MountContext) -> Result<()> {
             // Without its own network namespace a user namespace may not mount sysfs:
             // fall back to a read-only recursive bind of the host's /sys, as runc does.
             if typ == "sysfs" && ctx.user_ns {
-                sys_mount(
+                mount_on(
                     Some(Path::new("/sys")),
                     &target,
+                    &dest,
                     None,
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None,
                 )?;
-                remount_readonly(&target, MsFlags::empty())?;
+                remount_readonly(&fd_path(&reopen(root, &dest)?), MsFlags::empty())?;
             } else {
                 return Err(e);
             }
         }
     }
-    for p in &opts.propagation {
-        sys_mount(None, &target, None, *p, None)?;
+    if !opts.propagation.is_empty() {
+        let top = reopen(root, &dest)?;
+        for p in &opts.propagation {
+            mount_on(None, &top, &dest, None, *p, None)?;
+        }
     }
     Ok(())
 }
@@ -235,43 +227,51 @@ pub fn mount_entry(m: &Mount, ctx: &MountContext) -> Result<()> {
 /// With a cgroup namespace each hierarchy is mounted fresh (its root is the container's
 /// cgroup); without one, the container's own cgroup directory is bind-mounted, so the
 /// container never sees its siblings.
-fn mount_cgroup(target: &Path, opts: &mountopts::MountOptions, ctx: &MountContext) -> Result<()> {
+fn mount_cgroup(
+    target: &OwnedFd,
+    dest: &Path,
+    opts: &mountopts::MountOptions,
+    ctx: &MountContext,
+) -> Result<()> {
     let flags = opts.flags
         & (MsFlags::MS_NOSUID
             | MsFlags::MS_NODEV
             | MsFlags::MS_NOEXEC
             | MsFlags::MS_RELATIME
             | MsFlags::MS_RDONLY);
+    let readonly = flags.contains(MsFlags::MS_RDONLY);
     // The layout the cgroup layer found on the host: no second look at mountinfo.
     if let Some(host) = ctx.cgroup.unified_dir() {
         if ctx.cgroup_ns {
-            return sys_mount(
+            return mount_on(
                 Some(Path::new("cgroup2")),
                 target,
+                dest,
                 Some("cgroup2"),
                 flags,
                 None,
             );
         }
-        sys_mount(
-            Some(host),
-            target,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-        )?;
-        if flags.contains(MsFlags::MS_RDONLY) {
-            remount_readonly(target, flags & !MsFlags::MS_RDONLY)?;
+        let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        mount_on(Some(host), target, dest, None, bind, None)?;
+        if readonly {
+            let top = reopen(ctx.root, dest)?;
+            remount_readonly(&fd_path(&top), flags & !MsFlags::MS_RDONLY)?;
         }
         return Ok(());
     }
-    sys_mount(
+    let tmpfs_flags =
+        (flags & !MsFlags::MS_RDONLY) | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_on(
         Some(Path::new("tmpfs")),
         target,
+        dest,
         Some("tmpfs"),
-        (flags & !MsFlags::MS_RDONLY) | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        tmpfs_flags,
         Some("mode=755"),
     )?;
+    // Our own fresh tmpfs from here on: nothing of the image is under it.
+    let tmpfs = reopen(ctx.root, dest)?;
     let v1 = ctx
         .cgroup
         .dirs
@@ -284,41 +284,44 @@ fn mount_cgroup(target: &Path, opts: &mountopts::MountOptions, ctx: &MountContex
             .file_name()
             .map(|n| n.to_os_string())
             .unwrap_or_default();
-        let dest = target.join(&name);
-        create_target(&dest, false)?;
+        let sub_dest = dest.join(&name);
+        nix::sys::stat::mkdirat(
+            tmpfs.as_fd(),
+            name.as_os_str(),
+            Mode::from_bits_truncate(0o755),
+        )
+        .map_err(resolve_err("create cgroup mount point", &sub_dest))?;
+        let sub = reopen(ctx.root, &sub_dest)?;
         if ctx.cgroup_ns {
             let options = d.hierarchy.controllers.join(",");
-            sys_mount(
+            mount_on(
                 Some(Path::new("cgroup")),
-                &dest,
+                &sub,
+                &sub_dest,
                 Some("cgroup"),
                 flags,
                 Some(&options),
             )?;
         } else {
             // Only the container's own directory: it never sees its siblings.
-            sys_mount(
-                Some(&d.dir),
-                &dest,
-                None,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None,
-            )?;
-            if flags.contains(MsFlags::MS_RDONLY) {
-                remount_readonly(&dest, flags & !MsFlags::MS_RDONLY)?;
+            let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+            mount_on(Some(&d.dir), &sub, &sub_dest, None, bind, None)?;
+            if readonly {
+                let top = reopen(ctx.root, &sub_dest)?;
+                remount_readonly(&fd_path(&top), flags & !MsFlags::MS_RDONLY)?;
             }
         }
         // Combined hierarchies (cpu,cpuacct) are reachable by each controller name too.
         let name = name.to_string_lossy().into_owned();
         if name.contains(',') {
             for alias in name.split(',') {
-                let _ = symlink(&name, target.join(alias));
+                let _ = symlinkat(name.as_str(), tmpfs.as_fd(), alias);
             }
         }
     }
-    if flags.contains(MsFlags::MS_RDONLY) {
+    if readonly {
         remount_readonly(
-            target,
+            &fd_path(&tmpfs),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         )?;
     }
@@ -349,38 +352,65 @@ struct DeviceNode<'a> {
 }
 
 /// Create a device node, or in a user namespace (where mknod is refused) bind-mount the
-/// host's node of the same path.
-fn make_device(rootfs: &Path, d: &DeviceNode, user_ns: bool) -> Result<()> {
-    let target = resolve_in_root(rootfs, d.path);
-    if let Some(parent) = target.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(io_err("create", parent))?;
+/// host's node of the same path. The node's directory is resolved in the root; the node
+/// itself is made with the `*at` calls, which never follow a symlink the image put there.
+fn make_device(root: BorrowedFd, d: &DeviceNode, user_ns: bool) -> Result<()> {
+    let (dir, name) =
+        inroot::parent_of(root, d.path).map_err(resolve_err("device directory", d.path))?;
+    let name = name.as_os_str();
+    let fail = |what: &str, e: Errno| {
+        RuntimeError::Init(format!("{what} device {}: {e}", d.path.display()))
+    };
+    // Whatever the image has at that name goes: a node, a file, or a symlink to elsewhere.
+    match unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(fail("replace", e)),
     }
     if user_ns {
-        create_target(&target, true)?;
-        return sys_mount(Some(d.path), &target, None, MsFlags::MS_BIND, None);
+        let target = create_at(&dir, name).map_err(|e| fail("create mount point for", e))?;
+        return mount_on(Some(d.path), &target, d.path, None, MsFlags::MS_BIND, None);
     }
-    let _ = fs::remove_file(&target);
-    mknod(
-        &target,
+    // mknod honours the umask: clear it so the node gets exactly the mode asked for.
+    let old = umask(Mode::empty());
+    let made = mknodat(
+        dir.as_fd(),
+        name,
         d.kind,
-        Mode::from_bits_truncate(d.mode),
+        Mode::from_bits_truncate(d.mode & 0o7777),
         makedev(d.major, d.minor),
+    );
+    umask(old);
+    made.map_err(|e| fail("mknod", e))?;
+    fchownat(
+        dir.as_fd(),
+        name,
+        Some(Uid::from_raw(d.uid)),
+        Some(Gid::from_raw(d.gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
     )
-    .map_err(|e| RuntimeError::Init(format!("mknod {}: {e}", target.display())))?;
-    // mknod honours the umask: set the exact mode and owner afterwards.
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&target, fs::Permissions::from_mode(d.mode & 0o7777))
-        .map_err(|e| RuntimeError::Init(format!("chmod {}: {e}", target.display())))?;
-    nix::unistd::chown(&target, Some(d.uid.into()), Some(d.gid.into()))
-        .map_err(|e| RuntimeError::Init(format!("chown {}: {e}", target.display())))
+    .map_err(|e| fail("chown", e))
+}
+
+/// An empty regular file `name` in `dir`, created here (never through a symlink), as an
+/// O_PATH descriptor.
+fn create_at(dir: &OwnedFd, name: &OsStr) -> std::result::Result<OwnedFd, Errno> {
+    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW;
+    drop(nix::fcntl::openat(
+        dir.as_fd(),
+        name,
+        flags | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )?);
+    nix::fcntl::openat(
+        dir.as_fd(),
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 pub fn create_devices(
-    rootfs: &Path,
+    root: BorrowedFd,
     defaults: bool,
     devices: &[LinuxDevice],
     user_ns: bool,
@@ -399,7 +429,7 @@ pub fn create_devices(
                 uid: 0,
                 gid: 0,
             };
-            make_device(rootfs, &node, user_ns)?;
+            make_device(root, &node, user_ns)?;
         }
     }
     for d in devices {
@@ -423,42 +453,62 @@ pub fn create_devices(
             uid: d.uid().unwrap_or(0),
             gid: d.gid().unwrap_or(0),
         };
-        make_device(rootfs, &node, user_ns)?;
+        make_device(root, &node, user_ns)?;
     }
     Ok(())
 }
 
-/// The usual /dev symlinks.
-pub fn dev_symlinks(rootfs: &Path, with_ptmx: bool) -> Result<()> {
+/// The usual /dev symlinks, made in the container's /dev as resolved in the root (the image
+/// may have made /dev itself a symlink: it then leads somewhere inside the root, never out).
+pub fn dev_symlinks(root: BorrowedFd, with_ptmx: bool) -> Result<()> {
     let mut links = vec![
-        ("/proc/self/fd", "dev/fd"),
-        ("/proc/self/fd/0", "dev/stdin"),
-        ("/proc/self/fd/1", "dev/stdout"),
-        ("/proc/self/fd/2", "dev/stderr"),
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
     ];
     if Path::new("/proc/kcore").exists() {
-        links.push(("/proc/kcore", "dev/core"));
+        links.push(("/proc/kcore", "core"));
     }
     if with_ptmx {
-        links.push(("pts/ptmx", "dev/ptmx"));
+        links.push(("pts/ptmx", "ptmx"));
     }
-    for (src, dst) in links {
-        let dst = rootfs.join(dst);
-        if dst.symlink_metadata().is_ok() {
-            if dst.file_name() == Some("ptmx".as_ref()) {
-                let _ = fs::remove_file(&dst);
-            } else {
+    let dev = Path::new("/dev");
+    let dir = inroot::mkdir_all(root, dev, 0o755).map_err(resolve_err("directory", dev))?;
+    for (src, name) in links {
+        if inroot::exists_at(dir.as_fd(), OsStr::new(name)) {
+            if name != "ptmx" {
                 continue;
             }
+            // The image's /dev/ptmx (a node or a link) goes: the devpts one is the working one.
+            let _ = unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir);
         }
-        symlink(src, &dst).map_err(io_err("symlink", &dst))?;
+        symlinkat(src, dir.as_fd(), name)
+            .map_err(|e| RuntimeError::Init(format!("symlink /dev/{name} -> {src}: {e}")))?;
     }
     Ok(())
 }
 
-/// Make the host's mounts invisible to propagation from the container (and vice versa).
-pub fn isolate_propagation(flags: MsFlags) -> Result<()> {
-    sys_mount(None, Path::new("/"), None, flags, None)
+/// Keep the container's mounts from propagating to the host and back: the whole tree becomes
+/// a slave (or private) before anything is mounted. Shared or unbindable, when the spec asks
+/// for them, apply to the container's root only after pivot_root (`set_root_propagation`):
+/// pivot_root refuses a shared new root or parent.
+pub fn isolate_propagation(requested: Option<MsFlags>) -> Result<()> {
+    let flags = pre_pivot_propagation(requested);
+    sys_mount(None, Path::new("/"), None, flags | MsFlags::MS_REC, None)
+}
+
+fn pre_pivot_propagation(requested: Option<MsFlags>) -> MsFlags {
+    match requested {
+        Some(p) if p.contains(MsFlags::MS_PRIVATE) => MsFlags::MS_PRIVATE,
+        _ => MsFlags::MS_SLAVE,
+    }
+}
+
+/// The spec's rootfsPropagation, on the container's own root after pivot_root.
+pub fn set_root_propagation(flags: MsFlags) -> Result<()> {
+    sys_mount(None, Path::new("/"), None, flags | MsFlags::MS_REC, None)
+        .map_err(|e| RuntimeError::Init(format!("rootfsPropagation: {e}")))
 }
 
 /// The rootfs must be a mount point for pivot_root.
@@ -499,23 +549,47 @@ pub fn chroot(rootfs: &Path) -> Result<()> {
     nix::unistd::chdir("/").map_err(|e| RuntimeError::Init(format!("chdir /: {e}")))
 }
 
-/// Hide a path: /dev/null over files, an empty read-only tmpfs over directories.
-pub fn mask_path(path: &Path) -> Result<()> {
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
-        Err(_) => return Ok(()),
+/// The host's null device, checked to be one: masks bind it over files, so a /dev/null that
+/// is anything else (CVE-2025-31133 swapped the container's for a symlink) would expose what
+/// it points to instead of hiding the file.
+pub fn host_null() -> Result<OwnedFd> {
+    let fd = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| RuntimeError::Init(format!("open the host's /dev/null: {e}")))?;
+    let st = nix::sys::stat::fstat(&fd)
+        .map_err(|e| RuntimeError::Init(format!("stat the host's /dev/null: {e}")))?;
+    let is_chr = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFCHR;
+    if !is_chr || st.st_rdev != makedev(1, 3) {
+        return Err(RuntimeError::Init(
+            "the host's /dev/null is not the null device (char 1:3): fix the host before running containers".into(),
+        ));
+    }
+    Ok(fd)
+}
+
+/// Hide a path: the null device over files, an empty read-only tmpfs over directories.
+pub fn mask_path(root: BorrowedFd, path: &Path, null: &OwnedFd) -> Result<()> {
+    let fd = match inroot::open(root, path, OFlag::O_PATH) {
+        Err(Errno::ENOENT) => return Ok(()),
+        r => r.map_err(resolve_err("masked path", path))?,
     };
-    if meta.is_dir() {
-        sys_mount(
+    let is_dir = inroot::kind(&fd).map_err(resolve_err("masked path", path))? == SFlag::S_IFDIR;
+    if is_dir {
+        mount_on(
             Some(Path::new("tmpfs")),
+            &fd,
             path,
             Some("tmpfs"),
             MsFlags::MS_RDONLY,
             Some("size=0k"),
         )
     } else {
-        sys_mount(
-            Some(Path::new("/dev/null")),
+        mount_on(
+            Some(&fd_path(null)),
+            &fd,
             path,
             None,
             MsFlags::MS_BIND,
@@ -525,18 +599,53 @@ pub fn mask_path(path: &Path) -> Result<()> {
 }
 
 /// Make a path read-only (a bind of itself, remounted read-only).
-pub fn readonly_path(path: &Path) -> Result<()> {
-    if !path.exists() {
-        return Ok(());
+pub fn readonly_path(root: BorrowedFd, path: &Path) -> Result<()> {
+    let fd = match inroot::open(root, path, OFlag::O_PATH) {
+        Err(Errno::ENOENT) => return Ok(()),
+        r => r.map_err(resolve_err("read-only path", path))?,
+    };
+    let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount_on(Some(&fd_path(&fd)), &fd, path, None, bind, None)?;
+    let top = reopen(root, path)?;
+    remount_readonly(&fd_path(&top), MsFlags::MS_REC)
+}
+
+/// The container's terminal: a pty of the container's own devpts (opened through the root's
+/// /dev/ptmx), bound over /dev/console. Returns the master and the slave.
+///
+/// /dev/console is created here or must be a plain file or a character device: a symlink
+/// there would redirect the bind (CVE-2025-52565), so it is refused, not followed.
+pub fn console(root: BorrowedFd) -> Result<(OwnedFd, OwnedFd)> {
+    let ptmx = Path::new("/dev/ptmx");
+    let master = inroot::open(root, ptmx, OFlag::O_RDWR | OFlag::O_NOCTTY)
+        .map_err(resolve_err("open", ptmx))?;
+    let slave = super::console::peer_of(&master)?;
+    let path = Path::new("/dev/console");
+    let (dev, name) = inroot::parent_of(root, path).map_err(resolve_err("directory of", path))?;
+    let target = match nix::fcntl::openat(
+        dev.as_fd(),
+        name.as_os_str(),
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Err(Errno::ENOENT) => create_at(&dev, &name).map_err(resolve_err("create", path))?,
+        r => r.map_err(resolve_err("open", path))?,
+    };
+    let kind = inroot::kind(&target).map_err(resolve_err("stat", path))?;
+    if kind != SFlag::S_IFREG && kind != SFlag::S_IFCHR {
+        return Err(RuntimeError::Init(
+            "/dev/console in the image is not a file or a device (a symlink?): refusing to mount the terminal through it; remove it from the image".into(),
+        ));
     }
-    sys_mount(
-        Some(path),
+    mount_on(
+        Some(&fd_path(&slave)),
+        &target,
         path,
         None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
+        MsFlags::MS_BIND,
         None,
     )?;
-    remount_readonly(path, MsFlags::MS_REC)
+    Ok((master, slave))
 }
 
 #[cfg(test)]
@@ -544,27 +653,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resolve_never_escapes() {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path();
-        fs::create_dir_all(root.join("a/b")).unwrap();
-        symlink("/etc", root.join("abs")).unwrap();
-        symlink("../../../../etc", root.join("a/rel")).unwrap();
-        symlink("b", root.join("a/sib")).unwrap();
-        assert_eq!(
-            resolve_in_root(root, Path::new("/abs/passwd")),
-            root.join("etc/passwd")
-        );
-        assert_eq!(
-            resolve_in_root(root, Path::new("/a/rel/x")),
-            root.join("etc/x")
-        );
-        assert_eq!(resolve_in_root(root, Path::new("/../../x")), root.join("x"));
-        assert_eq!(
-            resolve_in_root(root, Path::new("/a/sib/c")),
-            root.join("a/b/c")
-        );
-        symlink("loop", root.join("loop")).unwrap();
-        assert!(resolve_in_root(root, Path::new("/loop")).starts_with(root));
+    fn the_host_inherited_tree_is_never_made_shared_or_unbindable() {
+        let slave = MsFlags::MS_SLAVE;
+        assert_eq!(pre_pivot_propagation(Some(MsFlags::MS_SHARED)), slave);
+        assert_eq!(pre_pivot_propagation(Some(MsFlags::MS_UNBINDABLE)), slave);
+        assert_eq!(pre_pivot_propagation(Some(MsFlags::MS_SLAVE)), slave);
+        assert_eq!(pre_pivot_propagation(None), slave);
+        let private = MsFlags::MS_PRIVATE;
+        assert_eq!(pre_pivot_propagation(Some(private)), private);
     }
 }
