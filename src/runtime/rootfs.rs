@@ -151,6 +151,11 @@ pub fn mount_entry(m: &Mount, ctx: &MountContext) -> Result<()> {
         }
         .map_err(resolve_err("mount destination", m.destination()))
     };
+    let mount_point = |as_file: bool| -> Result<OwnedFd> {
+        let fd = mount_point(as_file)?;
+        refuse_procfs_target(&fd, &dest)?;
+        Ok(fd)
+    };
     if opts.bind || typ == "bind" {
         let src = m.source().clone().unwrap_or_default();
         let src = if src.is_relative() {
@@ -219,6 +224,37 @@ pub fn mount_entry(m: &Mount, ctx: &MountContext) -> Result<()> {
         for p in &opts.propagation {
             mount_on(None, &top, &dest, None, *p, None)?;
         }
+    }
+    Ok(())
+}
+
+/// Files of /proc a mount may cover (lxcfs and similar provide container-aware ones), as
+/// runc allows them.
+const PROC_MOUNTABLE: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// A mount whose destination lands inside a procfs (an image's `/data -> /proc/sys`, say)
+/// would cover kernel interfaces that masks and read-only paths are meant to guard
+/// (CVE-2019-16884, CVE-2019-19921 class): refused, except the files in PROC_MOUNTABLE.
+fn refuse_procfs_target(target: &OwnedFd, dest: &Path) -> Result<()> {
+    let on_proc = nix::sys::statfs::fstatfs(target)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
+    if on_proc && !PROC_MOUNTABLE.iter().any(|p| Path::new(p) == dest) {
+        return Err(RuntimeError::Init(format!(
+            "mount destination {} resolves into /proc (through a symlink of the image?): only /proc itself and {} may be mounted there",
+            dest.display(),
+            PROC_MOUNTABLE.join(", ")
+        )));
     }
     Ok(())
 }
