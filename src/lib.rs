@@ -7,3 +7,4 @@ pub mod network;
 pub mod platform;
 pub mod runtime;
 pub mod supervisor;
+pub mod sys;

@@ -179,7 +179,7 @@ fn remove_abandoned_workspaces(builds: &Path) {
         let owner = std::fs::read_to_string(e.path().join("builder")).unwrap_or_default();
         let mut w = owner.split_whitespace().map(|x| x.parse::<u64>().ok());
         let alive = match (w.next().flatten(), w.next().flatten()) {
-            (Some(pid), Some(start)) => crate::runtime::state::process_alive(pid as i32, start),
+            (Some(pid), Some(start)) => crate::sys::procfs::is_alive(pid as i32, start),
             // No owner recorded yet: a build that is just starting.
             _ => true,
         };
@@ -390,9 +390,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuildResu
     remove_abandoned_workspaces(&builds);
     std::fs::create_dir_all(&ws.dir).map_err(io("create", &ws.dir))?;
     let me = std::process::id() as i32;
-    let start = crate::runtime::state::proc_stat(me)
-        .map(|s| s.1)
-        .unwrap_or(0);
+    let start = crate::sys::procfs::stat(me).map_or(0, |s| s.start_time);
     std::fs::write(ws.dir.join("builder"), format!("{me} {start}"))
         .map_err(io("write", &ws.dir))?;
     for d in [

@@ -12,6 +12,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use super::error::{Result, RuntimeError};
 use super::process::{self, ExecPlan};
 use super::rootfs::{self, MountContext};
+use super::state::Status;
 use super::sync::{Channel, Msg};
 use super::{console, hooks, inroot, loopback, mountopts, spec};
 
@@ -25,7 +26,7 @@ pub struct InitContext<'a> {
     pub listener: &'a UnixListener,
     pub console_socket: Option<&'a OwnedFd>,
     pub no_pivot: bool,
-    pub state_template: &'a dyn Fn(i32, &str) -> String,
+    pub state_template: &'a dyn Fn(i32, Status) -> String,
 }
 
 pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
@@ -153,7 +154,7 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
     if let Some(h) = hooks.create_container() {
         hooks::run(
             h,
-            &(ctx.state_template)(host_pid, "created"),
+            &(ctx.state_template)(host_pid, Status::Created),
             "createContainer",
         )?;
     }
@@ -227,7 +228,7 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
         if let Some(h) = hooks.start_container() {
             hooks::run(
                 h,
-                &(ctx.state_template)(host_pid, "running"),
+                &(ctx.state_template)(host_pid, Status::Running),
                 "startContainer",
             )?;
         }

@@ -3,7 +3,6 @@
 //! the container is created but not started, the `start.sock` its init waits on.
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
@@ -56,37 +55,53 @@ pub struct ContainerState {
 }
 
 /// The OCI state document printed by `state` and fed to hooks.
+/// The OCI runtime spec version this runtime implements: in `state`, `list`, hook state and
+/// `features`.
+pub const OCI_VERSION: &str = "1.2.0";
+
+/// A container's state as the OCI spec shows it (`state`, `list --format json`, and the
+/// state hooks read on stdin). One type for all three, so they cannot drift apart.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OciState<'a> {
-    pub oci_version: &'a str,
+    pub oci_version: &'static str,
     pub id: &'a str,
     pub status: Status,
+    /// 0 once stopped, as runc shows it.
     pub pid: i32,
     pub bundle: &'a Path,
     #[serde(skip_serializing_if = "HashMap::is_empty")]
     pub annotations: &'a HashMap<String, String>,
-    /// runc prints these two; engines (podman, containerd) read `created`.
-    pub created: &'a str,
-    pub rootfs: &'a Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<&'a Path>,
+    /// `list` shows who owns the container (runc's column).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<&'static str>,
 }
 
-pub fn oci_state_json(st: &ContainerState, status: Status) -> String {
-    let pid = if status == Status::Stopped { 0 } else { st.pid };
-    serde_json::to_string(&OciState {
-        oci_version: "1.2.0",
-        id: &st.id,
-        status,
-        pid,
-        bundle: &st.bundle,
-        annotations: &st.annotations,
-        created: &st.created,
-        rootfs: &st.rootfs,
-    })
-    .expect("state serializes")
+impl<'a> OciState<'a> {
+    /// The state of a container whose record exists.
+    pub fn of(st: &'a ContainerState, status: Status) -> OciState<'a> {
+        OciState {
+            oci_version: OCI_VERSION,
+            id: &st.id,
+            status,
+            pid: if status == Status::Stopped { 0 } else { st.pid },
+            bundle: &st.bundle,
+            annotations: &st.annotations,
+            created: Some(&st.created),
+            rootfs: Some(&st.rootfs),
+            owner: None,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("state serializes")
+    }
 }
 
-/// A container id must be safe as a single path component and in messages.
 pub fn check_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 1024
@@ -131,13 +146,9 @@ impl StateRoot {
 
     pub fn save(&self, st: &ContainerState) -> Result<()> {
         let dir = self.dir(&st.id);
-        let tmp = dir.join("state.json.tmp");
         let path = dir.join("state.json");
         let data = serde_json::to_vec(st).expect("state serializes");
-        let mut f = fs::File::create(&tmp).map_err(io_err("write", &tmp))?;
-        f.write_all(&data).map_err(io_err("write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
-        Ok(())
+        crate::sys::atomic::write(&path, &data).map_err(io_err("write", &path))
     }
 
     pub fn save_spec(&self, id: &str, spec: &Spec) -> Result<()> {
@@ -195,7 +206,7 @@ impl StateRoot {
 
     /// The live status of a container, from its process and cgroup.
     pub fn status(&self, st: &ContainerState) -> Status {
-        if !process_alive(st.pid, st.pid_start_time) {
+        if !crate::sys::procfs::is_alive(st.pid, st.pid_start_time) {
             return Status::Stopped;
         }
         if self.dir(&st.id).join(START_SOCKET).exists() {
@@ -209,24 +220,6 @@ impl StateRoot {
 }
 
 /// Field 22 of /proc/PID/stat (start time), and the process state letter.
-pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: parse after the last ')'.
-    let rest = &s[s.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((state, start))
-}
-
-/// Alive = exists, is not a zombie, and is the same process (same start time).
-pub fn process_alive(pid: i32, start_time: u64) -> bool {
-    match proc_stat(pid) {
-        Some((state, start)) => state != 'Z' && state != 'X' && start == start_time,
-        None => false,
-    }
-}
-
 /// RFC 3339 UTC timestamp with nanoseconds, without a date crate.
 pub fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now()
@@ -266,14 +259,6 @@ mod tests {
         for bad in ["", "a/b", "..", ".hidden", "../x", "a b", "a\0b"] {
             assert!(check_id(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn own_process_is_alive() {
-        let pid = std::process::id() as i32;
-        let (_, start) = proc_stat(pid).unwrap();
-        assert!(process_alive(pid, start));
-        assert!(!process_alive(pid, start + 1));
     }
 
     #[test]

@@ -1,0 +1,5 @@
+//! Small host facilities every layer uses, kept in one place: reading /proc/PID/stat,
+//! replacing a file atomically, running a child under a deadline. A leaf: it uses nothing
+//! else of slipway.
+pub mod atomic;
+pub mod procfs;
