@@ -25,5 +25,6 @@ pub mod self_exe;
 pub mod spec;
 pub mod state;
 pub mod sync;
+pub mod syscall;
 
 pub use error::{Result, RuntimeError};

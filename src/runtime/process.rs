@@ -23,8 +23,22 @@ use super::inroot;
 use super::seccomp;
 use super::sync::{Channel, Msg};
 
-/// Fork. The runtime is single-threaded whenever it forks (the CLI never starts threads
-/// before its last fork), so the child may allocate freely.
+/// Containers are forked only from a single-threaded process: the child of a multi-threaded
+/// one inherits locks (the allocator's, stdio's) that other threads held at the fork and may
+/// deadlock on its first allocation. The runtime CLI never starts a thread before its last
+/// fork; a multi-threaded caller (the daemon) runs the `slipway-runtime` binary instead.
+pub fn ensure_single_threaded() -> Result<()> {
+    let threads = crate::sys::procfs::stat(std::process::id() as i32).map_or(1, |s| s.num_threads);
+    if threads > 1 {
+        return Err(RuntimeError::Invalid(format!(
+            "the runtime forks containers only from a single-threaded process, and this one has {threads} threads: run containers through the slipway-runtime binary (as slipway's builder and monitors do)"
+        )));
+    }
+    Ok(())
+}
+
+/// Fork. The runtime is single-threaded whenever it forks (checked by the callers through
+/// `ensure_single_threaded`), so the child may allocate freely.
 pub fn fork() -> Result<i32> {
     // SAFETY: see above; the child never returns into code that assumes other threads.
     let pid = unsafe { libc::fork() };

@@ -6,6 +6,7 @@ pub struct ProcStat {
     /// R, S, D, Z (zombie), X (dead), T, …
     pub state: char,
     pub ppid: i32,
+    pub num_threads: u32,
     /// Clock ticks after boot: with the pid, identifies a process even after pid reuse.
     pub start_time: u64,
 }
@@ -29,6 +30,7 @@ fn parse(s: &str) -> Option<ProcStat> {
     Some(ProcStat {
         state: fields.first()?.chars().next()?,
         ppid: fields.get(1)?.parse().ok()?,
+        num_threads: fields.get(17)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
     })
 }
@@ -47,6 +49,7 @@ mod tests {
         let line = "42 (a) b (c)) S 7 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0 0";
         let s = parse(line).unwrap();
         assert_eq!((s.state, s.ppid, s.start_time), ('S', 7, 12345));
+        assert_eq!(s.num_threads, 1);
         assert!(parse("garbage").is_none());
     }
 

@@ -91,6 +91,7 @@ pub(super) fn compile_seccomp(spec: &Spec, root: &StateRoot) -> Result<Option<se
 /// Fork stage 1, directly into the container's cgroup where the kernel allows it (cgroup v2).
 /// Returns (pid as fork returns it, whether the child is in the cgroup already).
 pub(super) fn fork_stage1(cgroup: &Cgroup) -> Result<(i32, bool)> {
+    process::ensure_single_threaded()?;
     if let Some(pid) = cgroup.unified_dir().and_then(process::fork_into_cgroup) {
         return Ok((pid, true));
     }
