@@ -356,7 +356,8 @@ fn two_buildpacks_from_dot_buildpacks_share_exports() {
         ),
     )
     .unwrap();
-    let (log, json) = env.build_ok(&app, &["-a", "multi"]);
+    // Local paths in the app's .buildpacks need the operator's consent.
+    let (log, json) = env.build_ok(&app, &["-a", "multi", "--allow-local-buildpacks"]);
     assert!(log.contains("one compiling"), "{log}");
     assert!(log.contains("two sees GREETING=hello-from-one"), "{log}");
     assert_eq!(json["buildpacks"], serde_json::json!(["One", "Two"]));
@@ -578,4 +579,177 @@ fn build_that_outlives_its_timeout() {
         .output()
         .unwrap();
     assert!(procs.stdout.is_empty(), "the build's processes were killed");
+}
+
+/// A directory standing for the rest of the host: what a hostile app or build would like to
+/// read or write. [`Canary::untouched`] checks nothing was added, changed or removed there.
+struct Canary {
+    dir: PathBuf,
+}
+
+const CANARY_SECRET: &str = "web: host-secret-4711";
+
+impl Canary {
+    fn new(env: &Env) -> Canary {
+        let dir = env.dir.path().join("canary");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("secret"), CANARY_SECRET).unwrap();
+        std::fs::write(dir.join("target"), "unchanged").unwrap();
+        Canary { dir }
+    }
+
+    fn untouched(&self, log: &str) {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["secret", "target"],
+            "files appeared in the canary dir"
+        );
+        assert_eq!(
+            std::fs::read_to_string(self.dir.join("secret")).unwrap(),
+            CANARY_SECRET
+        );
+        assert_eq!(
+            std::fs::read_to_string(self.dir.join("target")).unwrap(),
+            "unchanged"
+        );
+        assert!(
+            !log.contains("host-secret-4711"),
+            "a host file leaked: {log}"
+        );
+    }
+}
+
+fn empty_app(env: &Env) -> PathBuf {
+    let app = env.dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("README"), "an app\n").unwrap();
+    app
+}
+
+#[test]
+fn config_var_names_never_become_host_paths() {
+    let env = Env::new();
+    let canary = Canary::new(&env);
+    let app = empty_app(&env);
+    // From <data>/builds/<id>/env, four levels up is the test dir that holds the canary.
+    for var in ["../../../../canary/pwned=y", "_HIDDEN=1", "A/B=1", "=x"] {
+        let (ok, log, _) = env.build(&app, &["-a", "envs", "-e", var]);
+        assert!(!ok, "{var} was accepted");
+        assert!(log.contains("[A-Za-z0-9_]"), "{var}: {log}");
+        canary.untouched(&log);
+    }
+    let big = format!("BIG={}", "x".repeat(40 * 1024));
+    let (ok, log, _) = env.build(&app, &["-a", "envs", "-e", &big]);
+    assert!(!ok && log.contains("32 KiB"), "{log}");
+}
+
+#[test]
+fn app_names_are_dns_labels() {
+    let env = Env::new();
+    let canary = Canary::new(&env);
+    let app = empty_app(&env);
+    for name in ["../../canary", "My_App", "-x", &"a".repeat(41)] {
+        let (ok, log, _) = env.build(&app, &[&format!("--app={name}")]);
+        assert!(!ok, "{name} was accepted");
+        assert!(log.contains("lower-case DNS label"), "{name}: {log}");
+        canary.untouched(&log);
+    }
+    assert!(!env.data().join("cache").exists(), "a cache dir was made");
+    let out = env
+        .cmd()
+        .args(["cache", "clear", "-a", "../../canary"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lower-case DNS label"));
+    canary.untouched("");
+}
+
+#[test]
+fn app_owned_buildpack_sources_name_only_urls() {
+    let env = Env::new();
+    let canary = Canary::new(&env);
+    let bp = env.dir.path().join("bp-local");
+    write_buildpack(&bp, "Local", "true", None);
+    let app = empty_app(&env);
+    let bp_path = bp.display().to_string();
+    for value in [bp_path.clone(), format!("file://{bp_path}"), "/etc".into()] {
+        let var = format!("BUILDPACK_URL={value}");
+        let (ok, log, _) = env.build(&app, &["-a", "urls", "-e", &var]);
+        assert!(!ok, "{value} was accepted");
+        assert!(
+            log.contains("config var BUILDPACK_URL")
+                && log.contains("names a path on the build host")
+                && log.contains("--allow-local-buildpacks"),
+            "{value}: {log}"
+        );
+        canary.untouched(&log);
+    }
+    std::fs::write(
+        app.join(".buildpacks"),
+        format!(
+            "https://example.invalid/bp.git\n{}/..\n",
+            canary.dir.display()
+        ),
+    )
+    .unwrap();
+    let (ok, log, _) = env.build(&app, &["-a", "urls"]);
+    assert!(!ok);
+    assert!(
+        log.contains(".buildpacks line 2") && log.contains("names a path on the build host"),
+        "{log}"
+    );
+    assert!(!log.contains("Fetching"), "nothing was fetched: {log}");
+    canary.untouched(&log);
+    // The operator's own choice on the command line stays allowed.
+    std::fs::remove_file(app.join(".buildpacks")).unwrap();
+    let var = format!("BUILDPACK_URL={bp_path}");
+    let (_, json) = env.build_ok(&app, &["-a", "urls", "-e", &var, "--buildpack", &bp_path]);
+    assert_eq!(json["buildpacks"], serde_json::json!(["Local"]));
+}
+
+#[test]
+fn symlinked_app_files_are_not_read_from_the_host() {
+    let env = Env::new();
+    let canary = Canary::new(&env);
+    let app = empty_app(&env);
+    std::os::unix::fs::symlink(canary.dir.join("secret"), app.join("Procfile")).unwrap();
+    let (ok, log, _) = env.build(&app, &["-a", "linked"]);
+    assert!(!ok);
+    assert!(log.contains("Procfile is a symlink"), "{log}");
+    canary.untouched(&log);
+}
+
+#[test]
+fn a_hostile_build_cannot_make_the_builder_read_or_write_host_files() {
+    let env = Env::new();
+    let canary = Canary::new(&env);
+    let bp = env.dir.path().join("bp-hostile");
+    // Its results become links to host files (paths the builder would resolve on the host).
+    let compile = format!(
+        "ln -sf {secret} /slipway/out/release-0.yml\nln -sf {secret} /slipway/out/used\nls -la /slipway/out",
+        secret = canary.dir.join("secret").display()
+    );
+    write_buildpack(&bp, "Hostile", &compile, None);
+    // A fetched buildpack may hold a link where the builder writes the buildpack's label.
+    std::os::unix::fs::symlink(canary.dir.join("target"), bp.join(".slipway-name")).unwrap();
+    let app = empty_app(&env);
+    let (ok, log, _) = env.build(
+        &app,
+        &["-a", "hostile", "--buildpack", bp.to_str().unwrap()],
+    );
+    assert!(!ok, "{log}");
+    assert!(log.contains("is a symlink"), "{log}");
+    canary.untouched(&log);
+    assert!(
+        std::fs::read_dir(env.data().join("builds"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true),
+        "build dir left"
+    );
 }

@@ -13,18 +13,25 @@ use crate::runtime::sandbox_spec::{bind, sandboxed_spec, SandboxedProcess};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
+use super::app_name::{check_app_name, AppNameError};
 use super::cache::BuildCache;
+use super::env_vars::{self, ConfigVarError};
 use super::launch::{Launcher, Outcome};
 use super::release::{merge_process_types, parse_release};
 use super::sandbox;
 use super::slug::{Slug, SlugStore};
-use super::source::{parse_buildpacks_file, BuildpackSource};
+use super::source::{parse_buildpacks_file, BuildpackPolicy, BuildpackSource, SourceError};
 use super::stack::{StackStore, STACK_UID};
+use super::untrusted::{read_text_beneath, UntrustedFileError};
 use crate::network::bridge::{Network, NetworkConfig};
 use crate::network::netns::NetnsDir;
 use crate::platform::procfile::Procfile;
 
 const BUILD_SCRIPT: &str = include_str!("build.sh");
+
+/// Largest app file the host reads (Procfile, .buildpacks) and largest result file of the
+/// build container (release YAML, lists), in bytes.
+const MAX_METADATA_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -44,6 +51,14 @@ pub enum BuildError {
     Timeout(Duration),
     #[error("the build container failed (exit code {code}); last lines:\n{last_lines}")]
     Container { code: i32, last_lines: String },
+    #[error(transparent)]
+    AppName(#[from] AppNameError),
+    #[error(transparent)]
+    ConfigVar(#[from] ConfigVarError),
+    #[error("app file {0}: make it a regular UTF-8 text file of at most 1 MiB in the app's source (links are not followed, so that the build host's files stay out of reach)")]
+    AppFile(UntrustedFileError),
+    #[error("the build container's results cannot be read: {0}; a buildpack replaced files in /slipway/out, which slipway writes itself: fix the buildpack")]
+    BuildResults(UntrustedFileError),
     #[error(transparent)]
     Stack(#[from] super::stack::StackError),
     #[error(transparent)]
@@ -86,8 +101,14 @@ pub struct BuildOptions {
     pub stacks_dir: PathBuf,
     /// Runtime state, network namespaces: `/run/slipway`.
     pub run_dir: PathBuf,
-    /// Config vars (ENV_DIR); `BUILDPACK_URL` among them picks the buildpack.
+    /// Config vars (ENV_DIR); `BUILDPACK_URL` among them picks the buildpack. App-owned:
+    /// names and values are checked ([`env_vars::check`]).
     pub env: Vec<(String, String)>,
+    /// A buildpack the operator chose (any source form, local paths included); it wins over
+    /// the app's `BUILDPACK_URL` and `.buildpacks`.
+    pub buildpack: Option<String>,
+    /// What the app's own buildpack sources (`BUILDPACK_URL`, `.buildpacks`) may name.
+    pub buildpack_policy: BuildpackPolicy,
     pub source_version: Option<String>,
     pub timeout: Duration,
     pub slug_limit: u64,
@@ -113,6 +134,8 @@ impl BuildOptions {
             data_dir,
             run_dir: PathBuf::from("/run/slipway"),
             env: Vec::new(),
+            buildpack: None,
+            buildpack_policy: BuildpackPolicy::default(),
             source_version: None,
             timeout: Duration::from_secs(20 * 60),
             slug_limit: 1 << 30,
@@ -242,6 +265,26 @@ fn copy_tree(from: &Path, to: &Path, uid: u32) -> Result<(), BuildError> {
     Ok(())
 }
 
+/// Write `content` to a new file at `path`, replacing a file or symlink there without following
+/// it: buildpacks are fetched from the app's sources and may hold a symlink of that name.
+fn write_replacing(path: &Path, content: &str) -> Result<(), BuildError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("replace", path)(e)),
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(path)
+        .and_then(|mut f| f.write_all(content.as_bytes()))
+        .map_err(io("write", path))
+}
+
 /// A buildpack ready to mount: its dir (a writable copy, for `export`) and its label.
 struct PreparedBuildpack {
     label: String,
@@ -259,33 +302,37 @@ fn prepare_buildpacks(
         .env
         .iter()
         .find(|(k, _)| k == "BUILDPACK_URL")
-        .map(|(_, v)| v.clone());
-    let dotfile = opts.source_dir.join(".buildpacks");
-    let mut sources: Vec<(String, PathBuf)> = Vec::new();
-    if let Some(url) = url {
-        *mode = "all".into();
-        log(&format!("-----> Fetching buildpack {url}"));
-        let src = BuildpackSource::parse(&url, &opts.source_dir)?;
-        sources.push((url.clone(), src.fetch(&fetch_cache)?));
-    } else if dotfile.is_file() {
-        *mode = "all".into();
-        let text = std::fs::read_to_string(&dotfile).map_err(io("read", &dotfile))?;
-        for src in parse_buildpacks_file(&text, &opts.source_dir)? {
-            let label = match &src {
-                BuildpackSource::Dir(p) => p.display().to_string(),
-                BuildpackSource::Git { url, reference } => match reference {
-                    Some(r) => format!("{url}#{r}"),
-                    None => url.clone(),
-                },
-                BuildpackSource::Tarball { url } => url.clone(),
-            };
-            log(&format!("-----> Fetching buildpack {label}"));
-            sources.push((label, src.fetch(&fetch_cache)?));
-        }
-        if sources.is_empty() {
+        .map(|(_, v)| v.as_str());
+    let chosen: Option<Vec<BuildpackSource>> = if let Some(spec) = &opts.buildpack {
+        Some(vec![BuildpackSource::parse(spec, &opts.source_dir)?])
+    } else if let Some(url) = url {
+        let source = BuildpackSource::parse_with(url, &opts.source_dir, opts.buildpack_policy)
+            .map_err(|e| SourceError::InConfigVar {
+                name: "BUILDPACK_URL",
+                source: Box::new(e),
+            })?;
+        Some(vec![source])
+    } else if let Some(text) =
+        read_text_beneath(&opts.source_dir, ".buildpacks", MAX_METADATA_BYTES)
+            .map_err(BuildError::AppFile)?
+    {
+        let listed = parse_buildpacks_file(&text, &opts.source_dir, opts.buildpack_policy)?;
+        if listed.is_empty() {
             return Err(BuildError::Input(
                 ".buildpacks lists no buildpack: add one URL per line, or remove the file".into(),
             ));
+        }
+        Some(listed)
+    } else {
+        None
+    };
+    let mut sources: Vec<(String, PathBuf)> = Vec::new();
+    if let Some(chosen) = chosen {
+        *mode = "all".into();
+        for src in chosen {
+            let label = src.to_string();
+            log(&format!("-----> Fetching buildpack {label}"));
+            sources.push((label, src.fetch(&fetch_cache)?));
         }
     } else {
         *mode = "detect".into();
@@ -304,8 +351,7 @@ fn prepare_buildpacks(
     for (i, (label, dir)) in sources.into_iter().enumerate() {
         let dest = ws.join("buildpacks").join(i.to_string());
         copy_tree(&dir, &dest, STACK_UID)?;
-        let name_file = dest.join(".slipway-name");
-        std::fs::write(&name_file, &label).map_err(io("write", &name_file))?;
+        write_replacing(&dest.join(".slipway-name"), &label)?;
         out.push(PreparedBuildpack { label });
     }
     Ok(out)
@@ -353,6 +399,14 @@ fn build_spec(
     serde_json::from_value(v).map_err(|e| BuildError::Input(format!("build spec: {e}")))
 }
 
+/// A result file the build script wrote in `/slipway/out` (`None`: not written). The build ran
+/// the app's code as the owner of that directory, so nothing there is followed if it is a
+/// symlink.
+fn build_result_file(slipway_dir: &Path, name: &str) -> Result<Option<String>, BuildError> {
+    read_text_beneath(slipway_dir, &format!("out/{name}"), MAX_METADATA_BYTES)
+        .map_err(BuildError::BuildResults)
+}
+
 fn last_lines(lines: &[String], n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -361,6 +415,11 @@ fn last_lines(lines: &[String], n: usize) -> String {
 /// namespace); `log` receives the build output line by line.
 pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuildResult, BuildError> {
     let started = Instant::now();
+    // App-owned names become host paths: check them before anything is made.
+    check_app_name(&opts.app)?;
+    for (name, value) in &opts.env {
+        env_vars::check(name, value)?;
+    }
     if !opts.source_dir.is_dir() {
         return Err(BuildError::Input(format!(
             "source {} is not a directory",
@@ -368,13 +427,10 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuildResu
         )));
     }
     // A bad Procfile fails the build before anything runs.
-    let procfile_path = opts.source_dir.join("Procfile");
-    let procfile = if procfile_path.is_file() {
-        let text = std::fs::read_to_string(&procfile_path).map_err(io("read", &procfile_path))?;
-        Some(Procfile::parse(&text)?)
-    } else {
-        None
-    };
+    let procfile = read_text_beneath(&opts.source_dir, "Procfile", MAX_METADATA_BYTES)
+        .map_err(BuildError::AppFile)?
+        .map(|text| Procfile::parse(&text))
+        .transpose()?;
     let cache = BuildCache::new(&opts.data_dir, &opts.app)?;
     sandbox::enter_private_mount_ns()?;
 
@@ -484,12 +540,13 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuildResu
     let _ = network.detach(netns.path(), &id, "eth0");
     let _ = netns.delete();
     let outcome = outcome?;
-    let out = slipway_dir.join("out");
+    let result_file = |name: &str| build_result_file(&slipway_dir, name);
     match outcome {
         Outcome::TimedOut => return Err(BuildError::Timeout(opts.timeout)),
         Outcome::Exited(0) => {}
         Outcome::Exited(code) => {
-            let failure = std::fs::read_to_string(out.join("failure")).unwrap_or_default();
+            // Unreadable (replaced by the build): the generic error below.
+            let failure = result_file("failure").ok().flatten().unwrap_or_default();
             let words: Vec<&str> = failure.split_whitespace().collect();
             return Err(match words.first().copied() {
                 Some("detect") => BuildError::NotDetected {
@@ -516,31 +573,28 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuildResu
     }
 
     // The last buildpack's release decides the default process types.
-    let used: Vec<String> = std::fs::read_to_string(out.join("used"))
+    let used: Vec<String> = result_file("used")?
         .unwrap_or_default()
         .lines()
         .map(String::from)
         .collect();
     let mut defaults = Vec::new();
     let mut config_vars = Vec::new();
+    let mut compile_seconds = 0.0;
     for i in 0..packs.len() {
-        let p = out.join(format!("release-{i}.yml"));
-        if let Ok(text) = std::fs::read_to_string(&p) {
+        if let Some(text) = result_file(&format!("release-{i}.yml"))? {
             let info = parse_release(&text)?;
             if !info.default_process_types.is_empty() {
                 defaults = info.default_process_types;
             }
             config_vars.extend(info.config_vars);
         }
+        let times = result_file(&format!("compile-time-{i}"))?.unwrap_or_default();
+        let mut w = times.split_whitespace().map(|x| x.parse::<f64>().ok());
+        if let (Some(Some(start)), Some(Some(end))) = (w.next(), w.next()) {
+            compile_seconds += end - start;
+        }
     }
-    let compile_seconds: f64 = (0..packs.len())
-        .filter_map(|i| std::fs::read_to_string(out.join(format!("compile-time-{i}"))).ok())
-        .filter_map(|s| {
-            let mut w = s.split_whitespace().map(|x| x.parse::<f64>().ok());
-            Some(w.next()??..w.next()??)
-        })
-        .map(|r| r.end - r.start)
-        .sum();
     let process_types: Vec<ProcessType> = merge_process_types(procfile.as_ref(), &defaults)
         .into_iter()
         .map(|(name, command, origin)| ProcessType {
@@ -602,4 +656,166 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuildResu
     std::fs::write(&meta, serde_json::to_vec_pretty(&result).expect("json"))
         .map_err(io("write", &meta))?;
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    /// A temporary data dir, app source and workspace, and a canary dir standing for the rest
+    /// of the host: its file must stay as it is.
+    struct Scene {
+        dir: tempfile::TempDir,
+    }
+
+    impl Scene {
+        fn new() -> Scene {
+            let dir = tempfile::tempdir().unwrap();
+            for d in ["app", "data", "ws", "canary"] {
+                std::fs::create_dir(dir.path().join(d)).unwrap();
+            }
+            std::fs::write(dir.path().join("canary/secret"), "host secret\n").unwrap();
+            Scene { dir }
+        }
+        fn path(&self, p: &str) -> PathBuf {
+            self.dir.path().join(p)
+        }
+        fn opts(&self) -> BuildOptions {
+            let mut opts = BuildOptions::new(self.path("app"), "app", self.path("data"));
+            opts.builtin_buildpacks = self.path("no-builtins");
+            opts
+        }
+        /// A buildpack directory with executable bin/detect and bin/compile.
+        fn buildpack(&self, name: &str) -> PathBuf {
+            let bp = self.path(name);
+            std::fs::create_dir_all(bp.join("bin")).unwrap();
+            for f in ["bin/detect", "bin/compile"] {
+                std::fs::write(bp.join(f), "#!/bin/sh\n").unwrap();
+                std::fs::set_permissions(bp.join(f), std::fs::Permissions::from_mode(0o755))
+                    .unwrap();
+            }
+            bp
+        }
+        fn prepare(&self, opts: &BuildOptions) -> Result<Vec<PreparedBuildpack>, BuildError> {
+            let mut mode = String::new();
+            prepare_buildpacks(opts, &self.path("ws"), &mut mode, &mut |_| {})
+        }
+        fn canary_untouched(&self) {
+            let names: Vec<_> = std::fs::read_dir(self.path("canary"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["secret"], "new files in the canary dir");
+            assert_eq!(
+                std::fs::read_to_string(self.path("canary/secret")).unwrap(),
+                "host secret\n"
+            );
+        }
+    }
+
+    #[test]
+    fn app_owned_buildpack_sources_may_not_name_host_paths() {
+        let scene = Scene::new();
+        let bp = scene.buildpack("bp");
+        let mut opts = scene.opts();
+        opts.env = vec![("BUILDPACK_URL".into(), bp.display().to_string())];
+        let e = scene.prepare(&opts).err().expect("refused").to_string();
+        assert!(
+            e.starts_with("config var BUILDPACK_URL: buildpack source")
+                && e.contains("names a path on the build host"),
+            "{e}"
+        );
+        opts.env.clear();
+        std::fs::write(
+            scene.path("app/.buildpacks"),
+            format!("# mine\n{}\n", bp.display()),
+        )
+        .unwrap();
+        let e = scene.prepare(&opts).err().expect("refused").to_string();
+        assert!(e.starts_with(".buildpacks line 2: "), "{e}");
+        // The operator may allow them, and may always name one on the command line.
+        opts.buildpack_policy.allow_local = true;
+        assert_eq!(scene.prepare(&opts).unwrap().len(), 1);
+        opts.buildpack_policy.allow_local = false;
+        opts.buildpack = Some(bp.display().to_string());
+        assert_eq!(
+            scene.prepare(&opts).unwrap()[0].label,
+            bp.display().to_string()
+        );
+    }
+
+    #[test]
+    fn a_buildpack_cannot_redirect_the_name_file_to_the_host() {
+        let scene = Scene::new();
+        let bp = scene.buildpack("bp");
+        symlink(scene.path("canary/secret"), bp.join(".slipway-name")).unwrap();
+        let mut opts = scene.opts();
+        opts.buildpack = Some(bp.display().to_string());
+        scene.prepare(&opts).unwrap();
+        scene.canary_untouched();
+        let name_file = scene.path("ws/buildpacks/0/.slipway-name");
+        assert!(!name_file.symlink_metadata().unwrap().is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(name_file).unwrap(),
+            bp.display().to_string()
+        );
+    }
+
+    #[test]
+    fn symlinked_app_files_are_not_followed_to_the_host() {
+        let scene = Scene::new();
+        symlink(scene.path("canary/secret"), scene.path("app/.buildpacks")).unwrap();
+        let e = scene
+            .prepare(&scene.opts())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains(".buildpacks is a symlink"), "{e}");
+        assert!(!e.contains("host secret"), "{e}");
+    }
+
+    #[test]
+    fn build_results_replaced_by_symlinks_are_refused() {
+        let scene = Scene::new();
+        let slipway = scene.path("ws");
+        std::fs::create_dir(slipway.join("out")).unwrap();
+        std::fs::write(slipway.join("out/used"), "One\n").unwrap();
+        symlink(
+            scene.path("canary/secret"),
+            slipway.join("out/release-0.yml"),
+        )
+        .unwrap();
+        assert_eq!(
+            build_result_file(&slipway, "used").unwrap().as_deref(),
+            Some("One\n")
+        );
+        assert!(build_result_file(&slipway, "failure").unwrap().is_none());
+        let e = build_result_file(&slipway, "release-0.yml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is a symlink") && !e.contains("host secret"),
+            "{e}"
+        );
+        // The whole directory swapped for a link to the host.
+        std::fs::remove_dir_all(slipway.join("out")).unwrap();
+        symlink(scene.path("canary"), slipway.join("out")).unwrap();
+        assert!(build_result_file(&slipway, "secret").is_err());
+    }
+
+    #[test]
+    fn names_are_checked_before_anything_is_made() {
+        let scene = Scene::new();
+        let mut opts = scene.opts();
+        opts.env = vec![("../../canary/pwned".into(), "x".into())];
+        let e = build(&opts, &mut |_| {}).unwrap_err().to_string();
+        assert!(e.contains("[A-Za-z0-9_]"), "{e}");
+        let mut opts = scene.opts();
+        opts.app = "../canary".into();
+        let e = build(&opts, &mut |_| {}).unwrap_err().to_string();
+        assert!(e.contains("lower-case DNS label"), "{e}");
+        scene.canary_untouched();
+        assert_eq!(std::fs::read_dir(scene.path("data")).unwrap().count(), 0);
+    }
 }

@@ -11,17 +11,16 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::app_name::{check_app_name, AppNameError};
+
 /// Name of the cache area under the data directory.
 pub const CACHE_DIR: &str = "cache";
-
-/// What an app name may contain, for error messages.
-pub const APP_NAME_RULE: &str = "lower-case letters, digits and '-', 1 to 63 characters";
 
 /// What can go wrong with a build cache.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("{name:?} is not a valid app name for a build cache: an app name has {APP_NAME_RULE}")]
-    BadAppName { name: String },
+    #[error(transparent)]
+    BadAppName(#[from] AppNameError),
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -43,16 +42,6 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
-/// True for names made of [`APP_NAME_RULE`]: safe as one path component
-/// (no `/`, no `.`, so never `..`).
-pub fn is_valid_app_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
 /// The build cache of one app.
 #[derive(Debug, Clone)]
 pub struct BuildCache {
@@ -62,9 +51,8 @@ pub struct BuildCache {
 impl BuildCache {
     /// The cache of `app` under `<data_dir>/cache/<app>`; nothing is created yet.
     pub fn new(data_dir: &Path, app: &str) -> Result<BuildCache, CacheError> {
-        if !is_valid_app_name(app) {
-            return Err(CacheError::BadAppName { name: app.into() });
-        }
+        // One plain path component: no `/`, no `.`, so never `..`.
+        check_app_name(app)?;
         Ok(BuildCache {
             dir: data_dir.join(CACHE_DIR).join(app),
         })
@@ -151,26 +139,18 @@ impl BuildCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build::app_name::APP_NAME_RULE;
     use std::os::unix::fs::symlink;
 
     #[test]
     fn app_names() {
         let data = Path::new("/nonexistent");
-        for good in ["a", "my-app-2", &"a".repeat(63), "0"] {
+        for good in ["a", "my-app-2", &"a".repeat(40)] {
             assert!(BuildCache::new(data, good).is_ok(), "{good}");
         }
-        for bad in [
-            "",
-            "My-App",
-            "../x",
-            "a/b",
-            "a.b",
-            "a_b",
-            &"a".repeat(64),
-            "é",
-        ] {
+        for bad in ["", "My-App", "../x", "a/b", "a.b", "a_b", &"a".repeat(41)] {
             let err = BuildCache::new(data, bad).unwrap_err();
-            assert!(matches!(err, CacheError::BadAppName { .. }), "{bad}");
+            assert!(matches!(err, CacheError::BadAppName(_)), "{bad}");
             assert!(err.to_string().contains(APP_NAME_RULE));
         }
         let cache = BuildCache::new(data, "web").unwrap();

@@ -1,10 +1,13 @@
 //! Builds: stacks, buildpacks, slugs.
 
+pub mod app_name;
 pub mod builder;
 pub mod cache;
+pub mod env_vars;
 pub mod launch;
 pub mod release;
 pub mod sandbox;
 pub mod slug;
 pub mod source;
 pub mod stack;
+pub mod untrusted;

@@ -16,6 +16,7 @@
 
 use serde_yaml_ng::Value;
 
+use super::env_vars::{self, ConfigVarError};
 use crate::platform::procfile::{self, Procfile};
 
 /// Lines of the buildpack's output quoted back in an error.
@@ -54,6 +55,8 @@ pub enum ReleaseError {
     },
     #[error("bin/release: process type {kind:?} in `default_process_types` is not allowed (a type has {rule}); fix the buildpack's bin/release")]
     BadProcessType { kind: String, rule: &'static str },
+    #[error("bin/release: in `config_vars`: {0}; fix the buildpack's bin/release")]
+    BadConfigVar(ConfigVarError),
 }
 
 /// The first lines of `text`, shortened, for error messages.
@@ -172,6 +175,10 @@ pub fn parse_release(yaml: &str) -> Result<ReleaseInfo, ReleaseError> {
         });
     }
     let config_vars = string_map(&root, "config_vars", true, yaml)?;
+    // They become config vars of the app, and so ENV_DIR file names of its next builds.
+    for (name, value) in &config_vars {
+        env_vars::check(name, value).map_err(ReleaseError::BadConfigVar)?;
+    }
     Ok(ReleaseInfo {
         default_process_types,
         config_vars,
@@ -257,6 +264,26 @@ mod tests {
             ])
         );
         assert_eq!(info.default_process_types, owned(&[("web", "./web")]));
+    }
+
+    #[test]
+    fn config_var_names_that_could_be_paths_are_refused() {
+        for name in ["../../etc/cron.d/x", "_HIDDEN", "a/b", "WITH-DASH"] {
+            let yaml = format!("config_vars:\n  {name:?}: x\n");
+            let err = parse_release(&yaml).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                matches!(err, ReleaseError::BadConfigVar(_)),
+                "{name}: {message}"
+            );
+            assert!(message.contains("[A-Za-z0-9_]"), "{message}");
+            assert!(
+                message.contains("fix the buildpack's bin/release"),
+                "{message}"
+            );
+        }
+        let big = format!("config_vars:\n  BIG: {}\n", "x".repeat(40_000));
+        assert!(parse_release(&big).is_err());
     }
 
     #[test]

@@ -44,6 +44,8 @@ const STDERR_LINES: usize = 5;
 const KEY_LEN: usize = 16;
 const TMP_PREFIX: &str = ".tmp-";
 const SOURCE_FORMS: &str = "https://…, http://…, git://…, ssh://…, file://…, git@host:path, a directory, or a .tgz/.tar.gz/.tar tarball URL";
+/// The forms an app may use when local buildpacks are not allowed.
+const URL_FORMS: &str = "https://…, http://…, git://…, ssh://… or git@host:path, each with an optional #ref, or a .tgz/.tar.gz/.tar tarball URL";
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -66,9 +68,17 @@ pub enum SourceError {
         reference: String,
         what: &'static str,
     },
+    #[error("buildpack source {spec:?} names a path on the build host, which an app may not use; give a buildpack URL instead ({URL_FORMS}), for example by pushing the buildpack to a git server, or have the operator allow local buildpacks (slipway build --allow-local-buildpacks)")]
+    LocalNotAllowed { spec: String },
     #[error(".buildpacks line {line}: {source}")]
     InFile {
         line: usize,
+        #[source]
+        source: Box<SourceError>,
+    },
+    #[error("config var {name}: {source}")]
+    InConfigVar {
+        name: &'static str,
         #[source]
         source: Box<SourceError>,
     },
@@ -109,6 +119,21 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// What buildpack sources that the app owns (its `.buildpacks`, its `BUILDPACK_URL` config
+/// var) may name: the operator's choice, passed into the builder. By default only URLs; a
+/// buildpack the operator names itself (`slipway build --buildpack`) is not subject to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildpackPolicy {
+    /// Also directories, repositories and tarballs on the build host (bare paths and
+    /// `file://` URLs).
+    pub allow_local: bool,
+}
+
+impl BuildpackPolicy {
+    /// Every source form: for buildpacks the operator names.
+    pub const OPERATOR: BuildpackPolicy = BuildpackPolicy { allow_local: true };
 }
 
 /// Where a buildpack comes from.
@@ -207,7 +232,17 @@ impl BuildpackSource {
     /// `ssh://…` is git too. A local directory that is a git repository
     /// becomes Git when a `#ref` is given (else its files are used as they
     /// are); a local tarball file becomes a `file://` Tarball.
+    ///
+    /// Every form is accepted: this is for a buildpack the operator names. Sources the app
+    /// owns go through [`BuildpackSource::parse_with`].
     pub fn parse(spec: &str, base: &Path) -> Result<BuildpackSource> {
+        Self::parse_with(spec, base, BuildpackPolicy::OPERATOR)
+    }
+
+    /// [`BuildpackSource::parse`] under `policy`: without `allow_local`, bare paths and
+    /// `file://` URLs are refused before anything on the host is looked at, so that an app
+    /// can neither use nor probe the build host's files.
+    pub fn parse_with(spec: &str, base: &Path, policy: BuildpackPolicy) -> Result<BuildpackSource> {
         let spec = spec.trim();
         if spec.is_empty() {
             return Err(SourceError::Empty);
@@ -262,6 +297,16 @@ impl BuildpackSource {
                 return Ok(git());
             }
         }
+        if lower.contains("://") && !lower.starts_with("file://") {
+            return Err(bad("unsupported URL scheme"));
+        }
+        if is_scp_like(location) {
+            return Ok(git());
+        }
+        // Everything from here on names something on this host.
+        if !policy.allow_local {
+            return Err(SourceError::LocalNotAllowed { spec: spec.into() });
+        }
         if lower.starts_with("file://") {
             let rest = &location["file://".len()..];
             let path = rest.strip_prefix("localhost").unwrap_or(rest);
@@ -289,12 +334,6 @@ impl BuildpackSource {
             }
             no_ref("a plain directory (not a git repository)")?;
             return Ok(BuildpackSource::Dir(path));
-        }
-        if lower.contains("://") {
-            return Err(bad("unsupported URL scheme"));
-        }
-        if is_scp_like(location) {
-            return Ok(git());
         }
 
         let path = if Path::new(location).is_absolute() {
@@ -396,7 +435,12 @@ impl BuildpackSource {
 }
 
 /// `.buildpacks`: one source per line, blank lines and '#' comments ignored, \r stripped.
-pub fn parse_buildpacks_file(text: &str, base: &Path) -> Result<Vec<BuildpackSource>> {
+/// The file is the app's, so its sources are parsed under the operator's `policy`.
+pub fn parse_buildpacks_file(
+    text: &str,
+    base: &Path,
+    policy: BuildpackPolicy,
+) -> Result<Vec<BuildpackSource>> {
     let mut sources = Vec::new();
     for (index, line) in text.split('\n').enumerate() {
         let line = line.replace('\r', "");
@@ -404,10 +448,11 @@ pub fn parse_buildpacks_file(text: &str, base: &Path) -> Result<Vec<BuildpackSou
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let source = BuildpackSource::parse(line, base).map_err(|e| SourceError::InFile {
-            line: index + 1,
-            source: Box::new(e),
-        })?;
+        let source =
+            BuildpackSource::parse_with(line, base, policy).map_err(|e| SourceError::InFile {
+                line: index + 1,
+                source: Box::new(e),
+            })?;
         sources.push(source);
     }
     Ok(sources)
@@ -908,7 +953,7 @@ mod tests {
     fn buildpacks_file() {
         let base = fixture();
         let text = "# buildpacks, in order\r\nhttps://example.test/a.git#v1\r\n\r\n   \n  # indented comment\nplain\n";
-        let sources = parse_buildpacks_file(text, base.path()).unwrap();
+        let sources = parse_buildpacks_file(text, base.path(), BuildpackPolicy::OPERATOR).unwrap();
         assert_eq!(
             sources,
             vec![
@@ -916,13 +961,82 @@ mod tests {
                 BuildpackSource::Dir(base.path().join("plain")),
             ]
         );
-        assert!(parse_buildpacks_file("", base.path()).unwrap().is_empty());
-        let err = parse_buildpacks_file("plain\n\nftp://x/y\n", base.path()).unwrap_err();
+        assert!(
+            parse_buildpacks_file("", base.path(), BuildpackPolicy::default())
+                .unwrap()
+                .is_empty()
+        );
+        let err = parse_buildpacks_file(
+            "plain\n\nftp://x/y\n",
+            base.path(),
+            BuildpackPolicy::OPERATOR,
+        )
+        .unwrap_err();
         assert!(
             matches!(err, SourceError::InFile { line: 3, .. }),
             "{err:?}"
         );
         assert!(err.to_string().starts_with(".buildpacks line 3: "), "{err}");
+    }
+
+    #[test]
+    fn app_owned_sources_name_only_urls_unless_local_ones_are_allowed() {
+        let base = fixture();
+        let b = base.path();
+        let root = b.display().to_string();
+        let app = BuildpackPolicy::default();
+        for spec in [
+            "https://github.com/heroku/heroku-buildpack-python#v250",
+            "http://example.test/bp.tgz",
+            "git://example.test/bp.git",
+            "ssh://git@example.test/bp.git",
+            "git@github.com:heroku/heroku-buildpack-go.git#main",
+        ] {
+            BuildpackSource::parse_with(spec, b, app).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        }
+        for spec in [
+            "plain".to_string(),
+            "./plain".into(),
+            "../../etc".into(),
+            "/etc".into(),
+            "/nonexistent/bp".into(),
+            format!("{root}/plain"),
+            format!("file://{root}/plain"),
+            format!("file://{root}/repo#v1"),
+            format!("FILE://{root}/bp.tgz"),
+            "file:///etc".into(),
+            "bp.tgz".into(),
+            "repo#v1".into(),
+            "heroku/python".into(),
+        ] {
+            let e = BuildpackSource::parse_with(&spec, b, app).unwrap_err();
+            let message = e.to_string();
+            assert!(
+                matches!(e, SourceError::LocalNotAllowed { .. }),
+                "{spec}: {message}"
+            );
+            assert!(message.contains("--allow-local-buildpacks"), "{message}");
+            assert!(message.contains("https://"), "{message}");
+            // Refused the same whether the path exists or not: no probing of host files.
+            assert!(!message.contains("does not exist"), "{message}");
+        }
+        // Other refusals keep their own message.
+        let e = BuildpackSource::parse_with("ftp://x/y.tgz", b, app).unwrap_err();
+        assert!(e.to_string().contains("unsupported URL scheme"), "{e}");
+        // Allowed by the operator: as `parse`.
+        let local = BuildpackPolicy { allow_local: true };
+        assert_eq!(
+            BuildpackSource::parse_with("plain", b, local).unwrap(),
+            BuildpackSource::Dir(b.join("plain"))
+        );
+        let text = "https://example.test/a.git\n# local\n\nplain\n";
+        let e = parse_buildpacks_file(text, b, app).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(".buildpacks line 4: buildpack source \"plain\" names a path"),
+            "{e}"
+        );
+        assert_eq!(parse_buildpacks_file(text, b, local).unwrap().len(), 2);
     }
 
     #[test]

@@ -11,18 +11,26 @@ use slipway::build::cache::BuildCache;
 pub struct BuildArgs {
     /// The app's source directory.
     pub dir: PathBuf,
-    /// App name (its build cache is kept per app).
+    /// App name (its build cache is kept per app): a lower-case DNS label of at most 40
+    /// characters, starting with a letter.
     #[arg(long, short = 'a', default_value = "app")]
     pub app: String,
     /// Copy the slug (tar.zst) here too.
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
-    /// Config vars for the build (KEY=VALUE); BUILDPACK_URL picks a buildpack.
+    /// Config vars for the build (KEY=VALUE; names of [A-Za-z0-9_], at most 64 characters,
+    /// not starting with '_'). They are the app's: a BUILDPACK_URL among them picks a
+    /// buildpack by URL (local paths only with --allow-local-buildpacks).
     #[arg(long = "env", short = 'e')]
     pub env: Vec<String>,
-    /// Force one buildpack (same as the BUILDPACK_URL config var).
+    /// Force one buildpack, chosen by the operator: a URL, a directory, a git repository or a
+    /// tarball of this host. Wins over BUILDPACK_URL and .buildpacks.
     #[arg(long)]
     pub buildpack: Option<String>,
+    /// Let the app's own buildpack sources (.buildpacks lines, BUILDPACK_URL) name
+    /// directories and files of this host (paths and file:// URLs), not only URLs.
+    #[arg(long = "allow-local-buildpacks")]
+    pub allow_local_buildpacks: bool,
     /// Stop the build after this many seconds.
     #[arg(long, default_value_t = 1200)]
     pub timeout: u64,
@@ -73,10 +81,8 @@ pub fn build(data_dir: &Path, a: BuildArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--env {kv}: use KEY=VALUE"))?;
         opts.env.push((k.to_string(), v.to_string()));
     }
-    if let Some(url) = &a.buildpack {
-        opts.env.retain(|(k, _)| k != "BUILDPACK_URL");
-        opts.env.push(("BUILDPACK_URL".into(), url.clone()));
-    }
+    opts.buildpack = a.buildpack.clone();
+    opts.buildpack_policy.allow_local = a.allow_local_buildpacks;
     opts.timeout = Duration::from_secs(a.timeout);
     opts.slug_limit = a.slug_limit_mb << 20;
     opts.memory_limit = a.memory_mb << 20;
