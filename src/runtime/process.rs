@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
-use nix::sched::{setns, unshare, CloneFlags};
+use nix::sched::CloneFlags;
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{PosixRlimitType, Process};
 
@@ -22,6 +22,7 @@ use super::error::{Result, RuntimeError};
 use super::inroot;
 use super::seccomp;
 use super::sync::{Channel, Msg};
+use super::syscall::{Linux, Syscall};
 
 /// Containers are forked only from a single-threaded process: the child of a multi-threaded
 /// one inherits locks (the allocator's, stdio's) that other threads held at the fork and may
@@ -127,7 +128,7 @@ pub fn stage1(
         }
         enter_cgroup()?;
         for (flag, fd) in &ns.join {
-            setns(fd, *flag).map_err(|e| {
+            Linux.setns(fd.as_fd(), *flag).map_err(|e| {
                 RuntimeError::Init(format!("join {} namespace: {e}", ns_name(*flag)))
             })?;
             if *flag == CloneFlags::CLONE_NEWUSER {
@@ -135,7 +136,8 @@ pub fn stage1(
             }
         }
         if ns.new_user {
-            unshare(CloneFlags::CLONE_NEWUSER)
+            Linux
+                .unshare(CloneFlags::CLONE_NEWUSER)
                 .map_err(|e| RuntimeError::Init(format!("create user namespace: {e}")))?;
             chan.send(&Msg::MapIds(std::process::id() as i32))
                 .map_err(chan_err)?;
@@ -155,7 +157,8 @@ pub fn stage1(
             flags |= CloneFlags::CLONE_NEWCGROUP;
         }
         if !flags.is_empty() {
-            unshare(flags)
+            Linux
+                .unshare(flags)
                 .map_err(|e| RuntimeError::Init(format!("create namespaces {flags:?}: {e}")))?;
         }
         // Stage 2 waits on this pipe until its pid is reported, so the runtime always knows
@@ -336,28 +339,21 @@ impl ExecPlan {
         })
     }
 
-    /// Resource limits; must run while the process still has its privileges.
-    pub fn apply_rlimits(&self) -> Result<()> {
+    /// Resource limits and the OOM score; must run while the process still has its
+    /// privileges, and where /proc/self is the host's view of this process.
+    pub fn apply_rlimits(&self, sys: &dyn Syscall) -> Result<()> {
         for (res, soft, hard, name) in &self.rlimits {
-            let lim = libc::rlimit {
-                rlim_cur: *soft,
-                rlim_max: *hard,
-            };
-            // SAFETY: valid pointer to a local struct.
-            if unsafe { libc::setrlimit(*res, &lim) } != 0 {
-                let e = std::io::Error::last_os_error();
-                let hint = if e.raw_os_error() == Some(libc::EPERM) {
+            sys.setrlimit(*res, *soft, *hard).map_err(|e| {
+                let hint = if e == nix::Error::EPERM {
                     " (raising a hard limit needs CAP_SYS_RESOURCE, which this host does not grant: lower the hard limit)"
                 } else {
                     ""
                 };
-                return Err(RuntimeError::Init(format!(
-                    "set {name} to soft {soft} hard {hard}: {e}{hint}"
-                )));
-            }
+                RuntimeError::Init(format!("set {name} to soft {soft} hard {hard}: {e}{hint}"))
+            })?;
         }
         if let Some(adj) = self.oom_score_adj {
-            std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            sys.write_proc(Path::new("/proc/self/oom_score_adj"), &adj.to_string())
                 .map_err(|e| RuntimeError::Init(format!("set oom_score_adj {adj}: {e}")))?;
         }
         Ok(())
@@ -437,7 +433,7 @@ fn enter_cwd(cwd: &Path) -> Result<()> {
 
 /// The last steps before the user's program: identity, capabilities, no_new_privs, seccomp,
 /// descriptors, exec. Only returns on failure.
-pub fn finalize(plan: &ExecPlan) -> Result<Infallible> {
+pub fn finalize(sys: &dyn Syscall, plan: &ExecPlan) -> Result<Infallible> {
     let init_err = |what: &str, e: nix::Error| RuntimeError::Init(format!("{what}: {e}"));
     if let Some(mask) = plan.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
@@ -448,13 +444,15 @@ pub fn finalize(plan: &ExecPlan) -> Result<Infallible> {
     envp.extend(home_env(plan));
 
     // Keep the permitted set across the uid change; it is trimmed to the spec's sets below.
-    nix::sys::prctl::set_keepcaps(true).map_err(|e| init_err("PR_SET_KEEPCAPS", e))?;
+    sys.set_keepcaps(true)
+        .map_err(|e| init_err("PR_SET_KEEPCAPS", e))?;
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
     // The filter then also covers the remaining setup syscalls, which every sane profile allows.
     if let Some(prog) = plan.seccomp.as_ref().filter(|_| !plan.no_new_privs) {
-        seccomp::install(prog)?;
+        sys.seccomp(prog)?;
     }
-    capabilities::apply_bounding(&plan.caps)?;
+    // Before the uid changes: a process that is no longer root cannot shrink it.
+    sys.drop_bounding(&plan.caps)?;
     if !plan.additional_gids.is_empty() || Uid::current().is_root() {
         let groups: Vec<Gid> = plan
             .additional_gids
@@ -462,43 +460,30 @@ pub fn finalize(plan: &ExecPlan) -> Result<Infallible> {
             .map(|g| Gid::from_raw(*g))
             .collect();
         // In a user namespace whose setgroups is denied this fails; only an error if asked for.
-        if let Err(e) = nix::unistd::setgroups(&groups) {
+        if let Err(e) = sys.setgroups(&groups) {
             if !plan.additional_gids.is_empty() {
                 return Err(init_err("setgroups (additionalGids)", e));
             }
         }
     }
-    let gid = Gid::from_raw(plan.gid);
-    nix::unistd::setresgid(gid, gid, gid)
+    sys.setresgid(Gid::from_raw(plan.gid))
         .map_err(|e| init_err(&format!("setgid {}", plan.gid), e))?;
-    let uid = Uid::from_raw(plan.uid);
-    nix::unistd::setresuid(uid, uid, uid)
+    sys.setresuid(Uid::from_raw(plan.uid))
         .map_err(|e| init_err(&format!("setuid {}", plan.uid), e))?;
-    capabilities::apply_sets(&plan.caps)?;
-    nix::sys::prctl::set_keepcaps(false).map_err(|e| init_err("PR_SET_KEEPCAPS", e))?;
+    sys.capset(&plan.caps)?;
+    sys.set_keepcaps(false)
+        .map_err(|e| init_err("PR_SET_KEEPCAPS", e))?;
     if plan.no_new_privs {
-        nix::sys::prctl::set_no_new_privs().map_err(|e| init_err("PR_SET_NO_NEW_PRIVS", e))?;
+        sys.set_no_new_privs()
+            .map_err(|e| init_err("PR_SET_NO_NEW_PRIVS", e))?;
     }
-    reset_signals();
-    close_fds_from(3 + plan.preserve_fds);
+    sys.reset_signals();
+    sys.close_fds_from(3 + plan.preserve_fds);
     // Last, so the filter constrains the program and not our setup.
     if let Some(prog) = plan.seccomp.as_ref().filter(|_| plan.no_new_privs) {
-        seccomp::install(prog)?;
+        sys.seccomp(prog)?;
     }
-    let argv: Vec<*const libc::c_char> = plan
-        .argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envv: Vec<*const libc::c_char> = envp
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
-    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envv.as_ptr()) };
-    let e = std::io::Error::last_os_error();
+    let e = sys.execve(&path, &plan.argv, &envp);
     Err(RuntimeError::Init(format!("exec {:?}: {e}", path)))
 }
 
@@ -529,16 +514,25 @@ pub fn close_fds_from(first: i32) {
 /// forked stage, so that no descriptor the runtime held (its state directory, namespace files)
 /// exists while the container's paths are resolved.
 pub fn close_fds_except(first: RawFd, keep: &[RawFd]) {
+    for (lo, hi) in ranges_to_close(first, keep) {
+        close_range(lo, hi, false);
+    }
+}
+
+/// The inclusive ranges from `first` to the highest descriptor number that leave out `keep`.
+fn ranges_to_close(first: RawFd, keep: &[RawFd]) -> Vec<(RawFd, RawFd)> {
     let mut keep: Vec<RawFd> = keep.iter().copied().filter(|k| *k >= first).collect();
     keep.sort_unstable();
     keep.dedup();
+    let mut ranges = Vec::new();
     let mut from = first;
     for k in keep.into_iter().chain(std::iter::once(RawFd::MAX)) {
         if k > from {
-            close_range(from, k - 1, false);
+            ranges.push((from, k - 1));
         }
         from = k.saturating_add(1);
     }
+    ranges
 }
 
 /// Close (or mark close-on-exec) the descriptors `first..=last`.
@@ -601,4 +595,85 @@ pub fn raise_fd(fd: OwnedFd, min: RawFd) -> Result<OwnedFd> {
     }
     // SAFETY: fresh descriptor from fcntl.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(n) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::syscall::fake::Recorder;
+
+    fn plan(no_new_privs: bool) -> ExecPlan {
+        let mut p = Process::default();
+        p.set_args(Some(vec!["/bin/true".into()]));
+        // Our own working directory: entering it changes nothing for the other tests.
+        p.set_cwd(std::env::current_dir().unwrap());
+        p.user_mut().set_uid(1000);
+        p.user_mut().set_gid(1000);
+        p.set_no_new_privileges(Some(no_new_privs));
+        let program = seccomp::Program {
+            filter: vec![libc::sock_filter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: 0x7fff_0000,
+            }],
+            flags: 0,
+        };
+        ExecPlan::new(&p, Some(program), 2).unwrap()
+    }
+
+    fn before(rec: &Recorder, a: &str, b: &str) {
+        assert!(
+            rec.position(a) < rec.position(b),
+            "{a} must come before {b}: {:#?}",
+            rec.calls.borrow()
+        );
+    }
+
+    #[test]
+    fn with_no_new_privs_the_filter_is_the_last_step_before_exec() {
+        let rec = Recorder::default();
+        let e = finalize(&rec, &plan(true)).unwrap_err();
+        assert!(e.to_string().contains("exec"), "{e}");
+        before(&rec, "drop_bounding", "setresuid");
+        before(&rec, "setresgid", "setresuid");
+        before(&rec, "setresuid", "capset");
+        before(&rec, "capset", "keepcaps false");
+        before(&rec, "no_new_privs", "seccomp");
+        before(&rec, "close_fds_from 5", "seccomp");
+        before(&rec, "seccomp", "execve");
+        assert_eq!(rec.positions("seccomp").len(), 1);
+    }
+
+    #[test]
+    fn without_no_new_privs_the_filter_is_loaded_while_privileged() {
+        let rec = Recorder::default();
+        finalize(&rec, &plan(false)).unwrap_err();
+        before(&rec, "keepcaps true", "seccomp");
+        before(&rec, "seccomp", "drop_bounding");
+        before(&rec, "seccomp", "setresuid");
+        assert!(rec.positions("no_new_privs").is_empty());
+        before(&rec, "close_fds_from 5", "execve");
+    }
+
+    #[test]
+    fn a_multi_threaded_process_may_not_fork_containers() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        let e = ensure_single_threaded().unwrap_err();
+        assert!(e.to_string().contains("single-threaded"), "{e}");
+        drop(tx);
+        let _ = t.join();
+    }
+
+    #[test]
+    fn closing_leaves_out_exactly_the_kept_descriptors() {
+        let max = RawFd::MAX - 1;
+        assert_eq!(ranges_to_close(3, &[]), vec![(3, max)]);
+        assert_eq!(
+            ranges_to_close(3, &[9, 5, 5, 2]),
+            vec![(3, 4), (6, 8), (10, max)]
+        );
+        assert_eq!(ranges_to_close(3, &[3, 4]), vec![(5, max)]);
+    }
 }

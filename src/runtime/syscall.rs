@@ -49,8 +49,12 @@ pub trait Syscall {
     fn unshare(&self, flags: CloneFlags) -> nix::Result<()>;
     /// A write to a kernel interface under /proc (sysctls, oom_score_adj).
     fn write_proc(&self, path: &Path, value: &str) -> std::io::Result<()>;
-    fn setrlimit(&self, resource: libc::__rlimit_resource_t, soft: u64, hard: u64)
-        -> nix::Result<()>;
+    fn setrlimit(
+        &self,
+        resource: libc::__rlimit_resource_t,
+        soft: u64,
+        hard: u64,
+    ) -> nix::Result<()>;
     fn set_keepcaps(&self, keep: bool) -> nix::Result<()>;
     fn drop_bounding(&self, sets: &CapSets) -> Result<()>;
     fn setgroups(&self, gids: &[Gid]) -> nix::Result<()>;
@@ -236,10 +240,7 @@ pub mod fake {
         ) -> nix::Result<()> {
             let src = src.map(shown).unwrap_or_default();
             let fstype = fstype.unwrap_or("");
-            self.note(format!(
-                "mount {src} {} {fstype} {flags:?}",
-                shown(target)
-            ));
+            self.note(format!("mount {src} {} {fstype} {flags:?}", shown(target)));
             Ok(())
         }
         fn umount_detach(&self, target: &Path) -> nix::Result<()> {

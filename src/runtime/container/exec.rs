@@ -12,6 +12,7 @@ use crate::runtime::error::{io_err, Result, RuntimeError};
 use crate::runtime::process::{self, ExecPlan, NamespacePlan};
 use crate::runtime::state::{StateRoot, Status};
 use crate::runtime::sync::{Channel, Msg};
+use crate::runtime::syscall::Linux;
 
 /// Options of `exec`.
 pub struct ExecOptions {
@@ -88,21 +89,21 @@ pub fn exec(root: &StateRoot, id: &str, o: &ExecOptions) -> Result<(i32, Option<
                 st.cgroup.add_pid(std::process::id() as i32)?;
             }
             // Still in the host's namespaces: /proc/self is ours, not the container's.
-            plan.apply_rlimits()
+            plan.apply_rlimits(&Linux)
         };
         let mut stage2 = || -> Result<std::convert::Infallible> {
             let mut keep = vec![child_chan.raw()];
             keep.extend(console_fd.as_ref().map(|c| c.as_raw_fd()));
             process::close_fds_except(3 + o.preserve_fds, &keep);
             if !st.own_mount_ns {
-                crate::runtime::rootfs::chroot(&init_root)?;
+                crate::runtime::rootfs::chroot(&Linux, &init_root)?;
             }
             if let Some(sock) = &console_fd {
                 nix::unistd::setsid().map_err(|e| RuntimeError::Init(format!("setsid: {e}")))?;
                 let (master, slave, _) = console::open_pty()?;
                 console::hand_over(sock.as_raw_fd(), master, &slave, o.process.console_size())?;
             }
-            process::finalize(&plan)
+            process::finalize(&Linux, &plan)
         };
         process::stage1(&child_chan, &ns, &enter, &mut stage2);
     }
