@@ -3,6 +3,7 @@
 //! Layers (dependencies point down only): `build` uses `runtime` and `network`;
 //! `runtime` and `network` know nothing of apps.
 pub mod build;
+pub mod config;
 pub mod network;
 pub mod platform;
 pub mod runtime;
