@@ -203,7 +203,13 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
                 "startContainer",
             )?;
         }
-        process::finalize(sys, ctx.exec)
+        // Under the init, the exec happens in its child: the outcome comes back here.
+        let mut started = |r: std::result::Result<(), String>| {
+            if let Err(msg) = r {
+                let _ = (&conn).write_all(msg.as_bytes());
+            }
+        };
+        process::finalize(sys, ctx.exec, &mut started)
     })();
     let e = r.expect_err("finalize only returns on error");
     let _ = conn.write_all(e.to_string().as_bytes());

@@ -16,6 +16,7 @@ pub mod init;
 pub mod inroot;
 pub mod loopback;
 pub mod mountopts;
+pub mod pid1;
 pub mod process;
 pub mod resources_update;
 pub mod rootfs;

@@ -265,6 +265,9 @@ pub struct ExecPlan {
     pub preserve_fds: i32,
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64, &'static str)>,
     pub oom_score_adj: Option<i32>,
+    pub terminal: bool,
+    /// Run the program under slipway's minimal init (`pid1`) instead of as PID 1 itself.
+    pub init: bool,
 }
 
 fn cstr(s: impl AsRef<[u8]>, what: &str) -> Result<CString> {
@@ -336,6 +339,8 @@ impl ExecPlan {
             preserve_fds,
             rlimits,
             oom_score_adj: p.oom_score_adj(),
+            terminal: p.terminal().unwrap_or(false),
+            init: false,
         })
     }
 
@@ -432,8 +437,13 @@ fn enter_cwd(cwd: &Path) -> Result<()> {
 }
 
 /// The last steps before the user's program: identity, capabilities, no_new_privs, seccomp,
-/// descriptors, exec. Only returns on failure.
-pub fn finalize(sys: &dyn Syscall, plan: &ExecPlan) -> Result<Infallible> {
+/// descriptors, exec (under the minimal init when the plan asks for it; `started` then hears
+/// whether the program's exec worked). Only returns on failure.
+pub fn finalize(
+    sys: &dyn Syscall,
+    plan: &ExecPlan,
+    started: &mut dyn FnMut(std::result::Result<(), String>),
+) -> Result<Infallible> {
     let init_err = |what: &str, e: nix::Error| RuntimeError::Init(format!("{what}: {e}"));
     if let Some(mask) = plan.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
@@ -482,6 +492,9 @@ pub fn finalize(sys: &dyn Syscall, plan: &ExecPlan) -> Result<Infallible> {
     // Last, so the filter constrains the program and not our setup.
     if let Some(prog) = plan.seccomp.as_ref().filter(|_| plan.no_new_privs) {
         sys.seccomp(prog)?;
+    }
+    if plan.init {
+        super::pid1::run(&path, &plan.argv, &envp, plan.terminal, started);
     }
     let e = sys.execve(&path, &plan.argv, &envp);
     Err(RuntimeError::Init(format!("exec {:?}: {e}", path)))
@@ -633,7 +646,7 @@ mod tests {
     #[test]
     fn with_no_new_privs_the_filter_is_the_last_step_before_exec() {
         let rec = Recorder::default();
-        let e = finalize(&rec, &plan(true)).unwrap_err();
+        let e = finalize(&rec, &plan(true), &mut |_| {}).unwrap_err();
         assert!(e.to_string().contains("exec"), "{e}");
         before(&rec, "drop_bounding", "setresuid");
         before(&rec, "setresgid", "setresuid");
@@ -648,7 +661,7 @@ mod tests {
     #[test]
     fn without_no_new_privs_the_filter_is_loaded_while_privileged() {
         let rec = Recorder::default();
-        finalize(&rec, &plan(false)).unwrap_err();
+        finalize(&rec, &plan(false), &mut |_| {}).unwrap_err();
         before(&rec, "keepcaps true", "seccomp");
         before(&rec, "seccomp", "drop_bounding");
         before(&rec, "seccomp", "setresuid");

@@ -115,7 +115,12 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
         &o.id,
     )?;
     let seccomp = compile_seccomp(&spec, root)?;
-    let exec = ExecPlan::new(process, seccomp, o.preserve_fds)?;
+    let mut exec = ExecPlan::new(process, seccomp, o.preserve_fds)?;
+    exec.init = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::runtime::pid1::ANNOTATION))
+        .is_some_and(|v| v == "true");
     let ns = namespace_plan(&spec)?;
     let own_mount_ns = spec::has_namespace(&spec, LinuxNamespaceType::Mount);
 

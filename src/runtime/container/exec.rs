@@ -103,7 +103,7 @@ pub fn exec(root: &StateRoot, id: &str, o: &ExecOptions) -> Result<(i32, Option<
                 let (master, slave, _) = console::open_pty()?;
                 console::hand_over(sock.as_raw_fd(), master, &slave, o.process.console_size())?;
             }
-            process::finalize(&Linux, &plan)
+            process::finalize(&Linux, &plan, &mut |_| {})
         };
         process::stage1(&child_chan, &ns, &enter, &mut stage2);
     }
