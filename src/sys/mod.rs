@@ -2,4 +2,5 @@
 //! replacing a file atomically, running a child under a deadline. A leaf: it uses nothing
 //! else of slipway.
 pub mod atomic;
+pub mod child;
 pub mod procfs;
