@@ -7,5 +7,6 @@ pub mod config;
 pub mod network;
 pub mod platform;
 pub mod runtime;
+pub mod stacks;
 pub mod supervisor;
 pub mod sys;

@@ -21,11 +21,11 @@ use super::release::{merge_process_types, parse_release};
 use super::sandbox;
 use super::slug::{Slug, SlugStore};
 use super::source::{parse_buildpacks_file, BuildpackPolicy, BuildpackSource, SourceError};
-use super::stack::{StackStore, STACK_UID};
 use super::untrusted::{read_text_beneath, UntrustedFileError};
 use crate::network::bridge::{Network, NetworkConfig};
 use crate::network::netns::NetnsDir;
 use crate::platform::procfile::Procfile;
+use crate::stacks::{StackStore, STACK_UID};
 
 const BUILD_SCRIPT: &str = include_str!("build.sh");
 
@@ -60,7 +60,7 @@ pub enum BuildError {
     #[error("the build container's results cannot be read: {0}; a buildpack replaced files in /slipway/out, which slipway writes itself: fix the buildpack")]
     BuildResults(UntrustedFileError),
     #[error(transparent)]
-    Stack(#[from] super::stack::StackError),
+    Stack(#[from] crate::stacks::StackError),
     #[error(transparent)]
     Slug(#[from] super::slug::SlugError),
     #[error(transparent)]

@@ -1,6 +1,7 @@
-//! Builds: stacks, buildpacks, slugs.
+//! Builds: buildpacks, slugs.
 
 pub mod app_name;
+pub mod archive;
 pub mod builder;
 pub mod cache;
 pub mod env_vars;
@@ -9,5 +10,4 @@ pub mod release;
 pub mod sandbox;
 pub mod slug;
 pub mod source;
-pub mod stack;
 pub mod untrusted;

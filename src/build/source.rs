@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::slug::{extract_tar, remove_tree, ExtractOptions, SlugError};
+use super::archive::{extract_tar, remove_tree, ArchiveError, ExtractOptions};
 
 /// Longest time one `git` command may take.
 pub const GIT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -100,7 +100,7 @@ pub enum SourceError {
     Archive {
         spec: String,
         #[source]
-        source: SlugError,
+        source: ArchiveError,
     },
     #[error("{action} {path}: {source}")]
     Io {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use slipway::build::stack::DEFAULT_DATA_DIR;
+use slipway::config::DEFAULT_DATA_DIR;
 
 #[derive(Debug, Parser)]
 #[command(

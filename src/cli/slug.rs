@@ -7,9 +7,9 @@ use clap::Args;
 use slipway::build::builder::BuildResult;
 use slipway::build::launch::{runtime_binary, Launcher, Outcome};
 use slipway::build::sandbox;
-use slipway::build::stack::StackStore;
 use slipway::network::bridge::{Network, NetworkConfig};
 use slipway::network::netns::NetnsDir;
+use slipway::stacks::StackStore;
 use slipway::supervisor::app_spec::{self, AppProcess};
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Subcommand;
 
-use slipway::build::stack::{RecipeSet, StackStore};
+use slipway::stacks::{RecipeSet, StackStore};
 
 #[derive(Debug, Subcommand)]
 pub enum StacksCommand {

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use oci_spec::runtime::Spec;
 
-use crate::build::stack::STACK_UID;
 use crate::runtime::sandbox_spec::{sandboxed_spec, SandboxedProcess};
+use crate::stacks::STACK_UID;
 
 /// What the process needs to know about itself.
 pub struct AppProcess<'a> {
