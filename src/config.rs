@@ -139,6 +139,16 @@ impl Config {
         Self::merge(o, file, exe_dir)
     }
 
+    /// The defaults with everything under `data_dir`, and no config file read: for tests and
+    /// tools that must not depend on the host's /etc.
+    pub fn in_data_dir(data_dir: &Path) -> Config {
+        let o = Overrides {
+            data_dir: Some(data_dir.to_path_buf()),
+            ..Default::default()
+        };
+        Self::merge(o, FileConfig::default(), None).expect("the defaults are valid")
+    }
+
     fn merge(o: Overrides, f: FileConfig, exe_dir: Option<&Path>) -> Result<Config, ConfigError> {
         let data_dir = o
             .data_dir
@@ -158,7 +168,7 @@ impl Config {
             .buildpacks_dir
             .or(f.buildpacks_dir)
             .or_else(|| installed_buildpacks(exe_dir))
-            .unwrap_or_else(|| PathBuf::from("/usr/share/slipway/buildpacks"));
+            .unwrap_or_else(|| PathBuf::from("/usr/local/share/slipway/buildpacks"));
         let (fb, fa) = (
             f.build_network.unwrap_or_default(),
             f.app_network.unwrap_or_default(),

@@ -7,6 +7,7 @@ pub mod config;
 pub mod network;
 pub mod platform;
 pub mod runtime;
+pub mod sandbox;
 pub mod stacks;
 pub mod supervisor;
 pub mod sys;

@@ -95,7 +95,18 @@ impl Env {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
+        // Announced once the port accepts connections; the app may print before that.
+        let mut early = Vec::new();
+        let first = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("slug run ended early:\n{}", early.join("\n")))
+                .unwrap();
+            if line.contains("listening on http://") {
+                break line;
+            }
+            early.push(line);
+        };
         let url = first
             .split_whitespace()
             .last()
@@ -296,7 +307,7 @@ fn static_site() {
     // What a killed builder left behind is cleared by the next build.
     let abandoned = env.data().join("builds/build-site-dead");
     std::fs::create_dir_all(abandoned.join("app")).unwrap();
-    std::fs::write(abandoned.join("builder"), "2147483646 1").unwrap();
+    std::fs::write(abandoned.join("owner"), "2147483646 1").unwrap();
     let (_, json) = env.build_ok(&fixture("apps/static"), &["-a", "site"]);
     assert!(!abandoned.exists(), "abandoned workspace not removed");
     let body = env.serve_and_get(&slug_of(&json));

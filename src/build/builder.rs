@@ -9,23 +9,18 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::runtime::sandbox_spec::{bind, sandboxed_spec, SandboxedProcess};
-use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
 use super::app_name::{check_app_name, AppNameError};
 use super::cache::BuildCache;
 use super::env_vars::{self, ConfigVarError};
-use super::launch::{Launcher, Outcome};
-use super::release::{merge_process_types, parse_release};
-use super::sandbox;
+use super::release::parse_release;
 use super::slug::{Slug, SlugStore};
 use super::source::{parse_buildpacks_file, BuildpackPolicy, BuildpackSource, SourceError};
 use super::untrusted::{read_text_beneath, UntrustedFileError};
-use crate::network::bridge::{Network, NetworkConfig};
-use crate::network::netns::NetnsDir;
-use crate::platform::procfile::Procfile;
-use crate::stacks::{StackStore, STACK_UID};
+use crate::config::Config;
+use crate::sandbox::{interrupt, Bind, Container, Outcome, Place, ProcessSpec, Sandbox, Workspace};
+use crate::stacks::{Stack, StackStore, STACK_UID};
 
 const BUILD_SCRIPT: &str = include_str!("build.sh");
 
@@ -68,15 +63,11 @@ pub enum BuildError {
     #[error(transparent)]
     Release(#[from] super::release::ReleaseError),
     #[error(transparent)]
-    Procfile(#[from] crate::platform::procfile::ProcfileError),
-    #[error(transparent)]
     Cache(#[from] super::cache::CacheError),
     #[error(transparent)]
-    Sandbox(#[from] sandbox::SandboxError),
-    #[error(transparent)]
-    Launch(#[from] super::launch::LaunchError),
-    #[error("network for the build: {0}")]
-    Network(String),
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error("the build was stopped (signal {0}); nothing of it was kept")]
+    Interrupted(i32),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -90,17 +81,11 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildEr
     move |source| BuildError::Io { what, path, source }
 }
 
-/// Everything a build needs to know.
+/// What a build is asked to do (where things live comes from the `Config`).
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub source_dir: PathBuf,
     pub app: String,
-    pub data_dir: PathBuf,
-    /// Where stacks live (default: the data dir); tests share one stacks dir between
-    /// otherwise separate data dirs.
-    pub stacks_dir: PathBuf,
-    /// Runtime state, network namespaces: `/run/slipway`.
-    pub run_dir: PathBuf,
     /// Config vars (ENV_DIR); `BUILDPACK_URL` among them picks the buildpack. App-owned:
     /// names and values are checked ([`env_vars::check`]).
     pub env: Vec<(String, String)>,
@@ -114,25 +99,13 @@ pub struct BuildOptions {
     pub slug_limit: u64,
     pub memory_limit: u64,
     pub pids_limit: i64,
-    /// The build network's bridge and subnet.
-    pub bridge: String,
-    pub subnet: String,
-    pub builtin_buildpacks: PathBuf,
 }
 
 impl BuildOptions {
-    pub fn new(
-        source_dir: impl Into<PathBuf>,
-        app: impl Into<String>,
-        data_dir: impl Into<PathBuf>,
-    ) -> Self {
-        let data_dir: PathBuf = data_dir.into();
+    pub fn new(source_dir: impl Into<PathBuf>, app: impl Into<String>) -> Self {
         BuildOptions {
             source_dir: source_dir.into(),
             app: app.into(),
-            stacks_dir: data_dir.clone(),
-            data_dir,
-            run_dir: PathBuf::from("/run/slipway"),
             env: Vec::new(),
             buildpack: None,
             buildpack_policy: BuildpackPolicy::default(),
@@ -141,23 +114,8 @@ impl BuildOptions {
             slug_limit: 1 << 30,
             memory_limit: 2 << 30,
             pids_limit: 4096,
-            bridge: "slipway0".into(),
-            subnet: "10.209.0.0/24".into(),
-            builtin_buildpacks: builtin_buildpacks_dir(),
         }
     }
-}
-
-/// The built-in buildpacks: `SLIPWAY_BUILDPACKS_DIR`, the installed copy, or the source tree.
-pub fn builtin_buildpacks_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("SLIPWAY_BUILDPACKS_DIR") {
-        return PathBuf::from(p);
-    }
-    let installed = Path::new("/usr/local/share/slipway/buildpacks");
-    if installed.is_dir() {
-        return installed.to_path_buf();
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("buildpacks")
 }
 
 /// Detection order of the built-in buildpacks.
@@ -170,7 +128,12 @@ pub struct BuildResult {
     pub app: String,
     pub archive: PathBuf,
     pub unpacked: PathBuf,
-    pub process_types: Vec<ProcessType>,
+    /// The last buildpack's `default_process_types` (the platform merges them with the
+    /// Procfile).
+    pub default_process_types: Vec<(String, String)>,
+    /// The app's Procfile as the build found it (a regular file of the source, links not
+    /// followed), for the platform to read.
+    pub procfile: Option<String>,
     pub buildpacks: Vec<String>,
     pub stack: String,
     pub build_stack_id: String,
@@ -182,45 +145,6 @@ pub struct BuildResult {
     pub compile_seconds: f64,
     pub source_version: Option<String>,
     pub config_vars: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ProcessType {
-    pub name: String,
-    pub command: String,
-    pub origin: String,
-}
-
-/// Remove workspaces of builds whose builder died without cleaning up (killed, say): each
-/// workspace records its builder's pid and start time; mounts died with that builder's
-/// private mount namespace, so only files remain.
-fn remove_abandoned_workspaces(builds: &Path) {
-    let Ok(entries) = std::fs::read_dir(builds) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let owner = std::fs::read_to_string(e.path().join("builder")).unwrap_or_default();
-        let mut w = owner.split_whitespace().map(|x| x.parse::<u64>().ok());
-        let alive = match (w.next().flatten(), w.next().flatten()) {
-            (Some(pid), Some(start)) => crate::sys::procfs::is_alive(pid as i32, start),
-            // No owner recorded yet: a build that is just starting.
-            _ => true,
-        };
-        if !alive {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
-/// Files of one build, removed when the build ends.
-struct Workspace {
-    dir: PathBuf,
-}
-
-impl Drop for Workspace {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn random_suffix() -> String {
@@ -291,12 +215,13 @@ struct PreparedBuildpack {
 }
 
 fn prepare_buildpacks(
+    config: &Config,
     opts: &BuildOptions,
     ws: &Path,
     mode: &mut String,
     log: &mut dyn FnMut(&str),
 ) -> Result<Vec<PreparedBuildpack>, BuildError> {
-    let fetch_cache = opts.data_dir.join("buildpacks");
+    let fetch_cache = config.data_dir.join("buildpacks");
     std::fs::create_dir_all(&fetch_cache).map_err(io("create", &fetch_cache))?;
     let url = opts
         .env
@@ -337,10 +262,10 @@ fn prepare_buildpacks(
     } else {
         *mode = "detect".into();
         for name in BUILTIN_ORDER {
-            let dir = opts.builtin_buildpacks.join(name);
+            let dir = config.buildpacks_dir.join(name);
             if !dir.join("bin/detect").is_file() {
                 return Err(BuildError::Input(format!(
-                    "built-in buildpack {} is missing (set SLIPWAY_BUILDPACKS_DIR)",
+                    "built-in buildpack {} is missing (set buildpacks_dir in the config, or SLIPWAY_BUILDPACKS_DIR)",
                     dir.display()
                 )));
             }
@@ -357,20 +282,14 @@ fn prepare_buildpacks(
     Ok(out)
 }
 
-/// The OCI spec of the build container.
-fn build_spec(
-    opts: &BuildOptions,
-    ws: &Path,
-    rootfs: &Path,
-    netns: &Path,
-    stack_name: &str,
-    cache_dir: &Path,
-) -> Result<Spec, BuildError> {
+/// The build container: the build stack under the workspace's overlay, the source at `/app`,
+/// the cache, config vars, buildpacks and the build script bound in.
+fn build_container(opts: &BuildOptions, ws: &Path, stack: &Stack, cache_dir: &Path) -> Container {
     let mut env = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
         "HOME=/app".into(),
         "LANG=C.UTF-8".into(),
-        format!("STACK=slipway-{stack_name}"),
+        format!("STACK=slipway-{}", stack.name),
         format!("APP={}", opts.app),
         "BUILD_DIR=/app".into(),
         "CACHE_DIR=/cache".into(),
@@ -379,24 +298,25 @@ fn build_spec(
     if let Some(sv) = &opts.source_version {
         env.push(format!("SOURCE_VERSION={sv}"));
     }
-    let mut v = sandboxed_spec(&SandboxedProcess {
-        rootfs,
-        netns,
-        hostname: "build",
-        args: vec!["/bin/bash".into(), "/slipway/build.sh".into()],
-        env,
-        cwd: "/app",
-        uid: STACK_UID,
-        memory_bytes: opts.memory_limit,
-        pids_limit: opts.pids_limit,
-    });
-    let mounts = v["mounts"].as_array_mut().expect("mounts");
-    mounts.push(bind("/app", &ws.join("app"), false));
-    mounts.push(bind("/cache", cache_dir, false));
-    mounts.push(bind("/env", &ws.join("env"), true));
-    mounts.push(bind("/buildpacks", &ws.join("buildpacks"), false));
-    mounts.push(bind("/slipway", &ws.join("slipway"), false));
-    serde_json::from_value(v).map_err(|e| BuildError::Input(format!("build spec: {e}")))
+    Container {
+        layers: vec![stack.path.clone()],
+        binds: vec![
+            Bind::new("/app", &ws.join("app"), false),
+            Bind::new("/cache", cache_dir, false),
+            Bind::new("/env", &ws.join("env"), true),
+            Bind::new("/buildpacks", &ws.join("buildpacks"), false),
+            Bind::new("/slipway", &ws.join("slipway"), false),
+        ],
+        process: ProcessSpec {
+            args: vec!["/bin/bash".into(), "/slipway/build.sh".into()],
+            env,
+            cwd: "/app".into(),
+            uid: STACK_UID,
+            hostname: "build".into(),
+            memory_bytes: opts.memory_limit,
+            pids_limit: opts.pids_limit,
+        },
+    }
 }
 
 /// A result file the build script wrote in `/slipway/out` (`None`: not written). The build ran
@@ -411,9 +331,24 @@ fn last_lines(lines: &[String], n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Run a build. Must be called from a single-threaded process (it enters a private mount
-/// namespace); `log` receives the build output line by line.
-pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuildResult, BuildError> {
+/// Where builds keep their sandboxes.
+pub fn build_place(config: &Config) -> Place {
+    Place {
+        workspaces: config.data_dir.join("builds"),
+        run_dir: config.run_dir.clone(),
+        network: config.build_network.clone(),
+        network_state: config.data_dir.join("network"),
+        runtime: config.runtime.clone(),
+    }
+}
+
+/// Run a build; `log` receives the build output line by line. The calling process must be in
+/// a private mount namespace (`sandbox::mounts::enter_private_mount_ns`).
+pub fn build(
+    config: &Config,
+    opts: &BuildOptions,
+    log: &mut dyn FnMut(&str),
+) -> Result<BuildResult, BuildError> {
     let started = Instant::now();
     // App-owned names become host paths: check them before anything is made.
     check_app_name(&opts.app)?;
@@ -426,119 +361,58 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuildResu
             opts.source_dir.display()
         )));
     }
-    // A bad Procfile fails the build before anything runs.
     let procfile = read_text_beneath(&opts.source_dir, "Procfile", MAX_METADATA_BYTES)
-        .map_err(BuildError::AppFile)?
-        .map(|text| Procfile::parse(&text))
-        .transpose()?;
-    let cache = BuildCache::new(&opts.data_dir, &opts.app)?;
-    sandbox::enter_private_mount_ns()?;
-
-    let stacks = StackStore::new(&opts.stacks_dir);
+        .map_err(BuildError::AppFile)?;
+    let cache = BuildCache::new(&config.data_dir, &opts.app)?;
+    let stacks = StackStore::new(&config.stacks_dir);
     let stack =
         stacks.ensure_with_progress("build", &mut |line: &str| log(&format!("       {line}")))?;
 
+    let place = build_place(config);
+    Sandbox::sweep(&place);
     let id = format!("build-{}-{}", opts.app, random_suffix());
-    let builds = opts.data_dir.join("builds");
-    let ws = Workspace {
-        dir: builds.join(&id),
-    };
-    remove_abandoned_workspaces(&builds);
-    std::fs::create_dir_all(&ws.dir).map_err(io("create", &ws.dir))?;
-    let me = std::process::id() as i32;
-    let start = crate::sys::procfs::stat(me).map_or(0, |s| s.start_time);
-    std::fs::write(ws.dir.join("builder"), format!("{me} {start}"))
-        .map_err(io("write", &ws.dir))?;
-    for d in [
-        "app",
-        "env",
-        "buildpacks",
-        "slipway/out",
-        "upper",
-        "work",
-        "rootfs",
-        "bundle",
-    ] {
-        let p = ws.dir.join(d);
+    let ws = Workspace::create(&place.workspaces, &id)?;
+    for d in ["app", "env", "buildpacks", "slipway/out"] {
+        let p = ws.dir().join(d);
         std::fs::create_dir_all(&p).map_err(io("create", &p))?;
     }
-    copy_tree(&opts.source_dir, &ws.dir.join("app"), STACK_UID)?;
-    let _ = std::os::unix::fs::lchown(ws.dir.join("app"), Some(STACK_UID), Some(STACK_UID));
+    copy_tree(&opts.source_dir, &ws.dir().join("app"), STACK_UID)?;
+    let _ = std::os::unix::fs::lchown(ws.dir().join("app"), Some(STACK_UID), Some(STACK_UID));
     for (k, val) in &opts.env {
-        let p = ws.dir.join("env").join(k);
+        let p = ws.dir().join("env").join(k);
         std::fs::write(&p, val).map_err(io("write", &p))?;
     }
     let mut mode = String::new();
-    let packs = prepare_buildpacks(opts, &ws.dir, &mut mode, log)?;
-    let slipway_dir = ws.dir.join("slipway");
+    let packs = prepare_buildpacks(config, opts, ws.dir(), &mut mode, log)?;
+    let slipway_dir = ws.dir().join("slipway");
     std::fs::write(slipway_dir.join("build.sh"), BUILD_SCRIPT)
         .map_err(io("write", &slipway_dir))?;
     std::fs::write(slipway_dir.join("mode"), &mode).map_err(io("write", &slipway_dir))?;
     for p in [
         slipway_dir.clone(),
         slipway_dir.join("out"),
-        ws.dir.join("buildpacks"),
+        ws.dir().join("buildpacks"),
     ] {
         let _ = std::os::unix::fs::lchown(&p, Some(STACK_UID), Some(STACK_UID));
     }
     cache.ensure(STACK_UID, STACK_UID)?;
+    if let Some(sig) = interrupt::interrupted() {
+        return Err(BuildError::Interrupted(sig));
+    }
 
-    let _overlay = sandbox::mount_overlay(
-        &[&stack.path],
-        &ws.dir.join("upper"),
-        &ws.dir.join("work"),
-        &ws.dir.join("rootfs"),
-    )?;
-
-    // The build's own network namespace, joined to the build bridge with NAT egress.
-    std::fs::create_dir_all(&opts.run_dir).map_err(io("create", &opts.run_dir))?;
-    let netns_dir =
-        NetnsDir::open(&opts.run_dir).map_err(|e| BuildError::Network(e.to_string()))?;
-    let netns = netns_dir
-        .create(&id)
-        .map_err(|e| BuildError::Network(e.to_string()))?;
-    let subnet = opts
-        .subnet
-        .parse()
-        .map_err(|e| BuildError::Input(format!("build subnet {}: {e}", opts.subnet)))?;
-    let network = Network::new(NetworkConfig::new(
-        &opts.bridge,
-        subnet,
-        opts.data_dir.join("network"),
-    ))
-    .map_err(|e| BuildError::Network(e.to_string()))?;
-    network
-        .attach(netns.path(), &id, "eth0")
-        .map_err(|e| BuildError::Network(e.to_string()))?;
-    let spec = build_spec(
-        opts,
-        &ws.dir,
-        &ws.dir.join("rootfs"),
-        netns.path(),
-        &stack.name,
-        cache.dir(),
-    )?;
-
-    let launcher = Launcher {
-        runtime: super::launch::runtime_binary(),
-        root: opts.run_dir.join("runtime"),
-    };
+    let container = build_container(opts, ws.dir(), &stack, cache.dir());
+    let mut sandbox = Sandbox::prepare(&place, ws, &container)?;
     let mut lines: Vec<String> = Vec::new();
-    let outcome = launcher.run(
-        &id,
-        &ws.dir.join("bundle"),
-        &spec,
-        opts.timeout,
-        &mut |line| {
-            log(line);
-            lines.push(line.to_string());
-            if lines.len() > 200 {
-                lines.drain(..100);
-            }
-        },
-    );
-    let _ = network.detach(netns.path(), &id, "eth0");
-    let _ = netns.delete();
+    let outcome = sandbox.run(opts.timeout, &mut |line| {
+        log(line);
+        lines.push(line.to_string());
+        if lines.len() > 200 {
+            lines.drain(..100);
+        }
+    });
+    if let Some(sig) = interrupt::interrupted() {
+        return Err(BuildError::Interrupted(sig));
+    }
     let outcome = outcome?;
     let result_file = |name: &str| build_result_file(&slipway_dir, name);
     match outcome {
@@ -595,20 +469,13 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuildResu
             compile_seconds += end - start;
         }
     }
-    let process_types: Vec<ProcessType> = merge_process_types(procfile.as_ref(), &defaults)
-        .into_iter()
-        .map(|(name, command, origin)| ProcessType {
-            name,
-            command,
-            origin: origin.to_string(),
-        })
-        .collect();
 
     log("-----> Compressing...");
-    let slugs = SlugStore::new(&opts.data_dir);
-    let slug: Slug = slugs.pack(&ws.dir.join("app"), opts.slug_limit)?;
+    let slugs = SlugStore::new(&config.data_dir);
+    let app_dir = sandbox.workspace().join("app");
+    let slug: Slug = slugs.pack(&app_dir, opts.slug_limit)?;
     // The packed tree becomes the slug's layer as it is: no need to unpack the archive.
-    let unpacked = slugs.adopt(&slug.id, &ws.dir.join("app"))?;
+    let unpacked = slugs.adopt(&slug.id, &app_dir)?;
     if !slug.removed_by_slugignore.is_empty() {
         log(&format!(
             "       Removed by .slugignore: {}",
@@ -624,24 +491,13 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuildResu
         slug.size as f64 / 1e6,
         &slug.id[..12]
     ));
-    if process_types.is_empty() {
-        log(" !     No process types: add a Procfile (web: <command>) so the app can run.");
-    } else {
-        log(&format!(
-            "-----> Process types: {}",
-            process_types
-                .iter()
-                .map(|p| format!("{} ({})", p.name, p.origin))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
     let result = BuildResult {
         slug: slug.id.clone(),
         app: opts.app.clone(),
         archive: slug.archive.clone(),
         unpacked,
-        process_types,
+        default_process_types: defaults,
+        procfile,
         buildpacks: used,
         stack: "run".into(),
         build_stack_id: stack.id.clone(),
@@ -682,9 +538,12 @@ mod tests {
             self.dir.path().join(p)
         }
         fn opts(&self) -> BuildOptions {
-            let mut opts = BuildOptions::new(self.path("app"), "app", self.path("data"));
-            opts.builtin_buildpacks = self.path("no-builtins");
-            opts
+            BuildOptions::new(self.path("app"), "app")
+        }
+        fn config(&self) -> Config {
+            let mut config = Config::in_data_dir(&self.path("data"));
+            config.buildpacks_dir = self.path("no-builtins");
+            config
         }
         /// A buildpack directory with executable bin/detect and bin/compile.
         fn buildpack(&self, name: &str) -> PathBuf {
@@ -699,7 +558,13 @@ mod tests {
         }
         fn prepare(&self, opts: &BuildOptions) -> Result<Vec<PreparedBuildpack>, BuildError> {
             let mut mode = String::new();
-            prepare_buildpacks(opts, &self.path("ws"), &mut mode, &mut |_| {})
+            prepare_buildpacks(
+                &self.config(),
+                opts,
+                &self.path("ws"),
+                &mut mode,
+                &mut |_| {},
+            )
         }
         fn canary_untouched(&self) {
             let names: Vec<_> = std::fs::read_dir(self.path("canary"))
@@ -809,11 +674,15 @@ mod tests {
         let scene = Scene::new();
         let mut opts = scene.opts();
         opts.env = vec![("../../canary/pwned".into(), "x".into())];
-        let e = build(&opts, &mut |_| {}).unwrap_err().to_string();
+        let e = build(&scene.config(), &opts, &mut |_| {})
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("[A-Za-z0-9_]"), "{e}");
         let mut opts = scene.opts();
         opts.app = "../canary".into();
-        let e = build(&opts, &mut |_| {}).unwrap_err().to_string();
+        let e = build(&scene.config(), &opts, &mut |_| {})
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lower-case DNS label"), "{e}");
         scene.canary_untouched();
         assert_eq!(std::fs::read_dir(scene.path("data")).unwrap().count(), 0);

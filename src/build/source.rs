@@ -20,11 +20,12 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::sys::child::{self, Output, Supervised};
 
 use sha2::{Digest, Sha256};
 
@@ -536,12 +537,15 @@ struct ToolRun {
 /// Runs a tool in its own process group with a deadline; on timeout the
 /// whole group is killed (git starts helpers such as `git-remote-https`).
 fn run_tool(tool: &'static str, command: &mut Command, timeout: Duration) -> Result<ToolRun> {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = command.spawn().map_err(|source| {
+    let f = child::run(
+        command,
+        Supervised {
+            output: Output::Capture,
+            timeout: Some(timeout),
+            ..Default::default()
+        },
+    )
+    .map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
             SourceError::ToolMissing { tool, source }
         } else {
@@ -552,40 +556,11 @@ fn run_tool(tool: &'static str, command: &mut Command, timeout: Duration) -> Res
             }
         }
     })?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + timeout;
-    let mut timed_out = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => {
-                timed_out = true;
-                // SAFETY: kill(2) on the process group this child leads.
-                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-                break child.wait().ok();
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(_) => break None,
-        }
-    };
-    let stdout = out_thread.join().unwrap_or_default();
-    let stderr = err_thread.join().unwrap_or_default();
     Ok(ToolRun {
-        success: !timed_out && status.is_some_and(|s| s.success()),
-        stdout,
-        stderr,
-        timed_out,
+        success: f.success(),
+        timed_out: f.timed_out,
+        stdout: f.stdout,
+        stderr: f.stderr,
     })
 }
 

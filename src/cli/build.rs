@@ -1,11 +1,15 @@
 //! `slipway build` and `slipway cache`.
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use slipway::build::builder::{self, BuildOptions};
+use slipway::build::builder::{self, BuildError, BuildOptions};
 use slipway::build::cache::BuildCache;
+use slipway::config::Config;
+use slipway::platform::{process_types, procfile};
+use slipway::sandbox::{interrupt, mounts};
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -43,22 +47,6 @@ pub struct BuildArgs {
     /// Commit the source comes from (SOURCE_VERSION).
     #[arg(long = "source-version")]
     pub source_version: Option<String>,
-    /// Runtime state and network namespaces.
-    #[arg(
-        long = "run-dir",
-        env = "SLIPWAY_RUN_DIR",
-        default_value = "/run/slipway"
-    )]
-    pub run_dir: PathBuf,
-    /// Bridge of the build network.
-    #[arg(long, env = "SLIPWAY_BUILD_BRIDGE", default_value = "slipway0")]
-    pub bridge: String,
-    /// Subnet of the build network.
-    #[arg(long, env = "SLIPWAY_BUILD_SUBNET", default_value = "10.209.0.0/24")]
-    pub subnet: String,
-    /// Where stacks are kept (default: the data dir).
-    #[arg(long = "stacks-dir", env = "SLIPWAY_STACKS_DIR")]
-    pub stacks_dir: Option<PathBuf>,
     /// Print the result as JSON on stdout (build output goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -73,8 +61,10 @@ pub enum CacheCommand {
     },
 }
 
-pub fn build(data_dir: &Path, a: BuildArgs) -> anyhow::Result<()> {
-    let mut opts = BuildOptions::new(&a.dir, &a.app, data_dir);
+pub fn build(config: &Config, a: BuildArgs) -> anyhow::Result<u8> {
+    // Ctrl-C, SIGTERM and SIGHUP stop the build through the same cleanup as its end.
+    interrupt::block_signals();
+    let mut opts = BuildOptions::new(&a.dir, &a.app);
     for kv in &a.env {
         let (k, v) = kv
             .split_once('=')
@@ -82,42 +72,70 @@ pub fn build(data_dir: &Path, a: BuildArgs) -> anyhow::Result<()> {
         opts.env.push((k.to_string(), v.to_string()));
     }
     opts.buildpack = a.buildpack.clone();
-    opts.buildpack_policy.allow_local = a.allow_local_buildpacks;
+    opts.buildpack_policy.allow_local = a.allow_local_buildpacks || config.allow_local_buildpacks;
     opts.timeout = Duration::from_secs(a.timeout);
     opts.slug_limit = a.slug_limit_mb << 20;
     opts.memory_limit = a.memory_mb << 20;
     opts.source_version = a.source_version.clone();
-    opts.run_dir = a.run_dir.clone();
-    if let Some(s) = &a.stacks_dir {
-        opts.stacks_dir = s.clone();
-    }
-    opts.bridge = a.bridge.clone();
-    opts.subnet = a.subnet.clone();
+    // A bad Procfile fails the build before anything runs.
+    procfile::read_from(&a.dir)?;
+    mounts::enter_private_mount_ns()?;
+    interrupt::start_watcher();
     let json = a.json;
     let mut log = |line: &str| {
-        if json {
-            eprintln!("{line}");
+        let written = if json {
+            writeln!(std::io::stderr(), "{line}")
         } else {
-            println!("{line}");
+            writeln!(std::io::stdout(), "{line}")
+        };
+        // Nobody reads any more (`| head`): stop as SIGPIPE would, cleaning up.
+        if written.is_err() {
+            interrupt::interrupt(libc::SIGPIPE);
         }
     };
-    let result = builder::build(&opts, &mut log).context("build failed")?;
+    let result = match builder::build(config, &opts, &mut log) {
+        Err(BuildError::Interrupted(sig)) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "build stopped (signal {sig}); nothing was kept"
+            );
+            return Ok((128 + sig) as u8);
+        }
+        r => r.context("build failed")?,
+    };
+    let types = process_types::resolve(result.procfile.as_deref(), &result.default_process_types)?;
+    if types.is_empty() {
+        log(" !     No process types: add a Procfile (web: <command>) so the app can run.");
+    } else {
+        log(&format!(
+            "-----> Process types: {}",
+            types
+                .iter()
+                .map(|p| format!("{} ({})", p.name, p.origin))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     if let Some(out) = &a.output {
         std::fs::copy(&result.archive, out)
             .with_context(|| format!("copy the slug to {}", out.display()))?;
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        // The build's result with the process types the platform resolves from it.
+        let mut out = serde_json::to_value(&result)?;
+        out["process_types"] = serde_json::to_value(&types)?;
+        let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!(
+        log(&format!(
             "-----> Built slug {} in {:.1} s",
             result.slug, result.build_seconds
-        );
+        ));
     }
-    Ok(())
+    Ok(0)
 }
 
-pub fn cache(data_dir: &Path, c: CacheCommand) -> anyhow::Result<()> {
+pub fn cache(config: &Config, c: CacheCommand) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.as_path();
     match c {
         CacheCommand::Clear { app } => {
             let cache = BuildCache::new(data_dir, &app)?;

@@ -20,7 +20,6 @@ pub mod pid1;
 pub mod process;
 pub mod resources_update;
 pub mod rootfs;
-pub mod sandbox_spec;
 pub mod seccomp;
 pub mod self_exe;
 pub mod spec;

@@ -125,7 +125,10 @@ pub fn run(cmd: &mut Command, o: Supervised) -> std::io::Result<Finished> {
         let thread = std::thread::spawn(move || {
             for line in BufReader::new(std::fs::File::from(read_end)).split(b'\n') {
                 let Ok(line) = line else { break };
-                if tx.send(String::from_utf8_lossy(&line).into_owned()).is_err() {
+                if tx
+                    .send(String::from_utf8_lossy(&line).into_owned())
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -188,8 +191,12 @@ pub fn run(cmd: &mut Command, o: Supervised) -> std::io::Result<Finished> {
     Ok(Finished {
         status,
         timed_out,
-        stdout: out_thread.map(|t| t.join().unwrap_or_default()).unwrap_or_default(),
-        stderr: err_thread.map(|t| t.join().unwrap_or_default()).unwrap_or_default(),
+        stdout: out_thread
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default(),
+        stderr: err_thread
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default(),
     })
 }
 
@@ -240,6 +247,9 @@ mod tests {
         .unwrap();
         assert!(f.timed_out && !f.success());
         std::thread::sleep(Duration::from_millis(1500));
-        assert!(!marker.exists(), "a process of the group outlived the deadline");
+        assert!(
+            !marker.exists(),
+            "a process of the group outlived the deadline"
+        );
     }
 }

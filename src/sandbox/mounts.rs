@@ -1,24 +1,14 @@
-//! The mounts a build or app container stands on: a private mount namespace for the process
-//! that prepares them, and overlay roots.
+//! The mounts a sandboxed container stands on: a private mount namespace for the process that
+//! prepares them, and overlay roots.
 //!
-//! The builder enters a private mount namespace before it mounts anything, so the overlay
-//! root and the network namespace files exist only there: when the process ends, for any
-//! reason, the kernel takes them down with it. Nothing can leak onto the host.
+//! The process that prepares sandboxes enters a private mount namespace before it mounts
+//! anything, so overlay roots exist only there: when the process ends, for any reason, the
+//! kernel takes them down with it. No mount can leak onto the host.
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    #[error("cannot enter a private mount namespace: {0} (slipway must run as root, and before it starts threads)")]
-    Unshare(nix::Error),
-    #[error("mount overlay on {target}: {source} (lower: {lower})")]
-    Overlay {
-        target: PathBuf,
-        lower: String,
-        source: nix::Error,
-    },
-}
+use super::SandboxError;
 
 /// Move this process into a mount namespace of its own whose mounts never propagate back.
 /// Must be called while the process is single-threaded.
