@@ -182,7 +182,9 @@ mod tests {
             pids_limit: 64,
         };
         let binds = [Bind::new("/env", Path::new("/srv/env"), true)];
-        let s = sandboxed_spec(&p, Path::new("/r"), Path::new("/run/ns/x"), &binds);
+        // Stands for the namespace the sandbox made (validate checks it exists and is not ours).
+        let ns = tempfile::NamedTempFile::new().unwrap();
+        let s = sandboxed_spec(&p, Path::new("/r"), ns.path(), &binds);
         let process = s.process().as_ref().unwrap();
         assert_eq!(process.user().uid(), 10000);
         assert_eq!(process.no_new_privileges(), Some(true));
@@ -199,7 +201,7 @@ mod tests {
             .iter()
             .find(|n| n.typ() == LinuxNamespaceType::Network)
             .unwrap();
-        assert_eq!(netns.path().as_deref(), Some(Path::new("/run/ns/x")));
+        assert_eq!(netns.path().as_deref(), Some(ns.path()));
         assert_eq!(
             linux.sysctl().as_ref().unwrap()["net.ipv4.ip_unprivileged_port_start"],
             "0"
