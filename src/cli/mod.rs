@@ -1,6 +1,7 @@
 //! The `slipway` command line.
 
 mod build;
+mod router;
 mod slug;
 mod stacks;
 
@@ -38,6 +39,8 @@ pub enum Command {
     /// Run slugs.
     #[command(subcommand)]
     Slug(SlugCommand),
+    /// Run the HTTP router (the data plane) in the foreground.
+    Router(router::RouterArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,5 +55,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(args) => build::build(&cli.data_dir, args),
         Command::Cache(command) => build::cache(&cli.data_dir, command),
         Command::Slug(SlugCommand::Run(args)) => slug::run(&cli.data_dir, args),
+        Command::Router(args) => router::run(&cli.data_dir, args),
     }
 }
