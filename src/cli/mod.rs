@@ -1,6 +1,7 @@
 //! The `slipway` command line.
 
 mod build;
+mod router;
 mod slug;
 mod stacks;
 
@@ -96,6 +97,8 @@ pub enum Command {
     /// Run slugs.
     #[command(subcommand)]
     Slug(SlugCommand),
+    /// Run the HTTP router (the data plane) in the foreground.
+    Router(router::RouterArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,5 +115,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Build(args) => build::build(&config, args),
         Command::Cache(command) => build::cache(&config, command).map(|_| 0),
         Command::Slug(SlugCommand::Run(args)) => slug::run(&config, args),
+        Command::Router(args) => router::run(&config, args).map(|_| 0),
     }
 }
