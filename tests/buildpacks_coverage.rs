@@ -271,10 +271,16 @@ fn cold_warm_serve(env: &Env, name: &str, expect: &str, warm_says: &str) -> (Val
         body.contains(expect),
         "{name}: expected {expect:?} in:\n{body}\nbuild:\n{log}"
     );
-    let (warm, _) = env.build_ok(&fixture(name), name, &[]);
+    let (warm, warm_json) = env.build_ok(&fixture(name), name, &[]);
     assert!(
         warm.contains(warm_says),
         "{name}: the warm build did not reuse the cache ({warm_says:?}):\n{warm}"
+    );
+    // What the cache restored runs as well as what was installed afresh.
+    let body = env.serve_root(&slug_of(&warm_json));
+    assert!(
+        body.contains(expect),
+        "{name} (warm build): expected {expect:?} in:\n{body}\nbuild:\n{warm}"
     );
     (json, warm)
 }
