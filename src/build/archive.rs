@@ -14,19 +14,16 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::sys::io::{at, walking, PathError};
+
 /// Longest name that fits a tar header without a GNU long-name entry.
 const TAR_NAME_FIELD: usize = 100;
 
 /// What can go wrong reading or writing an archive.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("archive entry {entry:?} refused: {reason}; the archive is damaged or made to escape its directory, and nothing of it was kept")]
     HostileEntry { entry: String, reason: String },
     #[error("archive {path} is unpacked {size} bytes, over the limit of {limit} bytes; use a smaller archive")]
@@ -38,14 +35,6 @@ pub enum ArchiveError {
 }
 
 type Result<T> = std::result::Result<T, ArchiveError>;
-
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ArchiveError + 'a {
-    move |source| ArchiveError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// Removes `path` (file or tree), first giving directories back their write
 /// bit so that a read-only tree can be removed by a non-root owner too.
@@ -223,7 +212,7 @@ pub fn write_item<W: Write>(builder: &mut tar::Builder<W>, item: &PackItem) -> R
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&item.path)
-            .map_err(io_err("opening", &item.path))?;
+            .map_err(at("opening", &item.path))?;
         let size = item.meta.len();
         let mut header = header_for(&item.meta, tar::EntryType::Regular, size);
         let reader = ExactReader {
@@ -233,7 +222,7 @@ pub fn write_item<W: Write>(builder: &mut tar::Builder<W>, item: &PackItem) -> R
         };
         append_named(builder, &mut header, &item.name, None, reader)
     };
-    result.map_err(io_err("packing", &item.path))
+    Ok(result.map_err(at("packing", &item.path))?)
 }
 
 /// How [`extract_tar`] treats what it writes.
@@ -328,9 +317,9 @@ pub fn extract_tar<R: Read>(reader: R, dest: &Path, options: &ExtractOptions) ->
     {
         let entries = archive
             .entries()
-            .map_err(io_err("reading archive into", dest))?;
+            .map_err(at("reading archive into", dest))?;
         for entry in entries {
-            let mut entry = entry.map_err(io_err("reading archive into", dest))?;
+            let mut entry = entry.map_err(at("reading archive into", dest))?;
             let raw = entry.path_bytes().into_owned();
             let name = String::from_utf8_lossy(&raw).into_owned();
             let hostile = |reason: String| ArchiveError::HostileEntry {
@@ -494,14 +483,10 @@ pub fn make_read_only_dirs(root: &Path) -> Result<()> {
         .follow_links(false)
         .contents_first(true)
     {
-        let entry = entry.map_err(|e| ArchiveError::Io {
-            action: "walking",
-            path: root.to_path_buf(),
-            source: e.into(),
-        })?;
+        let entry = entry.map_err(walking("walking", root))?;
         if entry.file_type().is_dir() {
             fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o555))
-                .map_err(io_err("making read-only", entry.path()))?;
+                .map_err(at("making read-only", entry.path()))?;
         }
     }
     Ok(())

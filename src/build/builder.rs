@@ -21,6 +21,7 @@ use super::untrusted::{read_text_beneath, UntrustedFileError};
 use crate::config::Config;
 use crate::sandbox::{interrupt, Bind, Container, Outcome, Place, ProcessSpec, Sandbox, Workspace};
 use crate::stacks::{Stack, StackStore, STACK_UID};
+use crate::sys::io::{at, PathError};
 
 const BUILD_SCRIPT: &str = include_str!("build.sh");
 
@@ -68,17 +69,8 @@ pub enum BuildError {
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("the build was stopped (signal {0}); nothing of it was kept")]
     Interrupted(i32),
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
-    let path = path.to_path_buf();
-    move |source| BuildError::Io { what, path, source }
+    #[error(transparent)]
+    Io(#[from] PathError),
 }
 
 /// What a build is asked to do (where things live comes from the `Config`).
@@ -167,7 +159,7 @@ fn copy_tree(from: &Path, to: &Path, uid: u32) -> Result<(), BuildError> {
         let dest = to.join(rel);
         let ft = entry.file_type();
         if ft.is_dir() {
-            std::fs::create_dir_all(&dest).map_err(io("create", &dest))?;
+            std::fs::create_dir_all(&dest).map_err(at("create", &dest))?;
             let mode = entry
                 .metadata()
                 .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
@@ -177,10 +169,10 @@ fn copy_tree(from: &Path, to: &Path, uid: u32) -> Result<(), BuildError> {
                 std::os::unix::fs::PermissionsExt::from_mode(mode | 0o700),
             );
         } else if ft.is_symlink() {
-            let target = std::fs::read_link(entry.path()).map_err(io("read link", entry.path()))?;
-            std::os::unix::fs::symlink(&target, &dest).map_err(io("create link", &dest))?;
+            let target = std::fs::read_link(entry.path()).map_err(at("read link", entry.path()))?;
+            std::os::unix::fs::symlink(&target, &dest).map_err(at("create link", &dest))?;
         } else if ft.is_file() {
-            std::fs::copy(entry.path(), &dest).map_err(io("copy", entry.path()))?;
+            std::fs::copy(entry.path(), &dest).map_err(at("copy", entry.path()))?;
         } else {
             continue; // sockets, fifos, devices do not belong in a slug
         }
@@ -197,7 +189,7 @@ fn write_replacing(path: &Path, content: &str) -> Result<(), BuildError> {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io("replace", path)(e)),
+        Err(e) => return Err(PathError::new("replace", path, e).into()),
     }
     std::fs::OpenOptions::new()
         .write(true)
@@ -206,7 +198,8 @@ fn write_replacing(path: &Path, content: &str) -> Result<(), BuildError> {
         .mode(0o644)
         .open(path)
         .and_then(|mut f| f.write_all(content.as_bytes()))
-        .map_err(io("write", path))
+        .map_err(at("write", path))?;
+    Ok(())
 }
 
 /// A buildpack ready to mount: its dir (a writable copy, for `export`) and its label.
@@ -222,7 +215,7 @@ fn prepare_buildpacks(
     log: &mut dyn FnMut(&str),
 ) -> Result<Vec<PreparedBuildpack>, BuildError> {
     let fetch_cache = config.data_dir.join("buildpacks");
-    std::fs::create_dir_all(&fetch_cache).map_err(io("create", &fetch_cache))?;
+    std::fs::create_dir_all(&fetch_cache).map_err(at("create", &fetch_cache))?;
     let url = opts
         .env
         .iter()
@@ -374,20 +367,20 @@ pub fn build(
     let ws = Workspace::create(&place.workspaces, &id)?;
     for d in ["app", "env", "buildpacks", "slipway/out"] {
         let p = ws.dir().join(d);
-        std::fs::create_dir_all(&p).map_err(io("create", &p))?;
+        std::fs::create_dir_all(&p).map_err(at("create", &p))?;
     }
     copy_tree(&opts.source_dir, &ws.dir().join("app"), STACK_UID)?;
     let _ = std::os::unix::fs::lchown(ws.dir().join("app"), Some(STACK_UID), Some(STACK_UID));
     for (k, val) in &opts.env {
         let p = ws.dir().join("env").join(k);
-        std::fs::write(&p, val).map_err(io("write", &p))?;
+        std::fs::write(&p, val).map_err(at("write", &p))?;
     }
     let mut mode = String::new();
     let packs = prepare_buildpacks(config, opts, ws.dir(), &mut mode, log)?;
     let slipway_dir = ws.dir().join("slipway");
     std::fs::write(slipway_dir.join("build.sh"), BUILD_SCRIPT)
-        .map_err(io("write", &slipway_dir))?;
-    std::fs::write(slipway_dir.join("mode"), &mode).map_err(io("write", &slipway_dir))?;
+        .map_err(at("write", &slipway_dir))?;
+    std::fs::write(slipway_dir.join("mode"), &mode).map_err(at("write", &slipway_dir))?;
     for p in [
         slipway_dir.clone(),
         slipway_dir.join("out"),
@@ -510,7 +503,7 @@ pub fn build(
     };
     let meta = slug.archive.with_extension("").with_extension("json");
     std::fs::write(&meta, serde_json::to_vec_pretty(&result).expect("json"))
-        .map_err(io("write", &meta))?;
+        .map_err(at("write", &meta))?;
     Ok(result)
 }
 

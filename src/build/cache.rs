@@ -12,6 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::app_name::{check_app_name, AppNameError};
+use crate::sys::io::{at, walking, PathError};
 
 /// Name of the cache area under the data directory.
 pub const CACHE_DIR: &str = "cache";
@@ -21,25 +22,12 @@ pub const CACHE_DIR: &str = "cache";
 pub enum CacheError {
     #[error(transparent)]
     BadAppName(#[from] AppNameError),
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error(
         "build cache {path} is not a directory; remove it, a new cache is made on the next build"
     )]
     NotADirectory { path: PathBuf },
-}
-
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CacheError + 'a {
-    move |source| CacheError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// The build cache of one app.
@@ -68,8 +56,8 @@ impl BuildCache {
     /// The top directory is made 0700: caches hold downloaded packages and,
     /// at times, credentials of the app.
     pub fn ensure(&self, uid: u32, gid: u32) -> Result<(), CacheError> {
-        fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
-        let meta = fs::symlink_metadata(&self.dir).map_err(io_err("checking", &self.dir))?;
+        fs::create_dir_all(&self.dir).map_err(at("creating", &self.dir))?;
+        let meta = fs::symlink_metadata(&self.dir).map_err(at("checking", &self.dir))?;
         if !meta.is_dir() {
             return Err(CacheError::NotADirectory {
                 path: self.dir.clone(),
@@ -77,19 +65,15 @@ impl BuildCache {
         }
         if meta.uid() != uid || meta.gid() != gid {
             for entry in walkdir::WalkDir::new(&self.dir).follow_links(false) {
-                let entry = entry.map_err(|e| CacheError::Io {
-                    action: "walking",
-                    path: self.dir.clone(),
-                    source: e.into(),
-                })?;
+                let entry = entry.map_err(walking("walking", &self.dir))?;
                 // lchown: a symlink gets a new owner itself, its target never.
                 std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))
-                    .map_err(io_err("changing the owner of", entry.path()))?;
+                    .map_err(at("changing the owner of", entry.path()))?;
             }
         }
         if meta.mode() & 0o7777 != 0o700 {
             fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
-                .map_err(io_err("setting the mode of", &self.dir))?;
+                .map_err(at("setting the mode of", &self.dir))?;
         }
         Ok(())
     }
@@ -100,9 +84,9 @@ impl BuildCache {
         let freed = self.size();
         match fs::symlink_metadata(&self.dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(io_err("checking", &self.dir)(e)),
+            Err(e) => return Err(PathError::new("checking", &self.dir, e).into()),
             Ok(meta) if !meta.is_dir() => {
-                fs::remove_file(&self.dir).map_err(io_err("removing", &self.dir))?
+                fs::remove_file(&self.dir).map_err(at("removing", &self.dir))?
             }
             Ok(_) => {
                 // A build may have left directories without write bits.
@@ -116,7 +100,7 @@ impl BuildCache {
                             fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700));
                     }
                 }
-                fs::remove_dir_all(&self.dir).map_err(io_err("removing", &self.dir))?
+                fs::remove_dir_all(&self.dir).map_err(at("removing", &self.dir))?
             }
         }
         Ok(freed)
@@ -215,10 +199,7 @@ mod tests {
         fs::write(cache.dir(), "oops").unwrap();
         let err = cache.ensure(0, 0).unwrap_err();
         assert!(
-            matches!(
-                err,
-                CacheError::Io { .. } | CacheError::NotADirectory { .. }
-            ),
+            matches!(err, CacheError::Io(_) | CacheError::NotADirectory { .. }),
             "{err:?}"
         );
         cache.clear().unwrap();

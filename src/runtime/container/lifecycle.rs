@@ -8,9 +8,10 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::LinuxResources;
 
 use super::{kill_cgroup, load_in, open_dir, socket_path, wait_gone};
-use crate::runtime::error::{io_err, Result, RuntimeError};
+use crate::runtime::error::{Result, RuntimeError};
 use crate::runtime::hooks;
 use crate::runtime::state::{self, ContainerState, StateRoot, Status};
+use crate::sys::io::at;
 
 /// Let a created container run its program.
 pub fn start(root: &StateRoot, id: &str) -> Result<()> {
@@ -23,9 +24,8 @@ pub fn start(root: &StateRoot, id: &str) -> Result<()> {
     let dir_fd = open_dir(&root.dir(id))?;
     let sock = socket_path(&dir_fd);
     let mut conn = UnixStream::connect(&sock)
-        .map_err(io_err("connect", root.dir(id).join(state::START_SOCKET)))?;
-    conn.write_all(b"s")
-        .map_err(io_err("start", root.dir(id)))?;
+        .map_err(at("connect", root.dir(id).join(state::START_SOCKET)))?;
+    conn.write_all(b"s").map_err(at("start", root.dir(id)))?;
     let mut reply = String::new();
     let _ = conn.read_to_string(&mut reply);
     let _ = std::fs::remove_file(root.dir(id).join(state::START_SOCKET));
