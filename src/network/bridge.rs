@@ -561,9 +561,7 @@ impl Network {
             source,
         };
         std::fs::create_dir_all(self.results_dir()).map_err(cache_err)?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, raw.to_string()).map_err(cache_err)?;
-        std::fs::rename(&tmp, &path).map_err(cache_err)
+        crate::sys::atomic::write(&path, raw.to_string().as_bytes()).map_err(cache_err)
     }
 
     fn load_result(&self, container_id: &str, ifname: &str) -> Result<Option<Value>, NetworkError> {

@@ -9,7 +9,7 @@
 //!   warning: a typo would otherwise silently drop a rule and weaken the profile;
 //! - `SCMP_ACT_NOTIFY` (and `listenerPath`) are refused: slipway has no seccomp agent.
 use std::fs;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Seek};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -298,44 +298,13 @@ fn cache_key(profile: &LinuxSeccomp) -> Result<String, SeccompError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Write to a temporary file in the same directory, then rename: readers see the old file or
-/// the whole new one, never half of it (containers may start concurrently).
+/// Readers see the old file or the whole new one, never half of it (containers may start
+/// concurrently).
 fn store_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut temp = tempfile_in(dir)?;
-    let result = (|| {
-        temp.1.write_all(bytes)?;
-        temp.1.sync_all()?;
-        fs::rename(&temp.0, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp.0);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
     }
-    result
-}
-
-fn tempfile_in(dir: &Path) -> io::Result<(PathBuf, fs::File)> {
-    for attempt in 0..16u32 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = dir.join(format!(".tmp-{}-{}-{attempt}", std::process::id(), nanos));
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(file) => return Ok((path, file)),
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(error) => return Err(error),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "could not create a unique temporary file",
-    ))
+    crate::sys::atomic::write(path, bytes)
 }
 
 /// Install a compiled program in the calling thread. Allocation-free: safe after fork.

@@ -9,7 +9,7 @@
 //! <sha256>.slug.json {"unpacked_size": N}, written before the archive appears
 //! <sha256>/app/      the unpacked slug (directories 0555, files without write bits)
 //! <sha256>.json      the builder's record of the build (not written here)
-//! .tmp-*             work in progress; renamed into place only when complete
+//! .tmp-*, .*.tmp-*   work in progress; renamed into place only when complete
 //! ```
 //!
 //! Archives are written by [`SlugStore::pack`] only, but unpacking still
@@ -264,13 +264,8 @@ impl SlugStore {
 
     fn write_meta(&self, id: &str, unpacked_size: u64) -> Result<()> {
         let path = self.meta_path(id);
-        let tmp = tmp_path(&self.root, "meta");
-        let mut cleanup = Cleanup::new(&tmp);
         let json = serde_json::to_vec(&SlugMeta { unpacked_size }).expect("plain struct");
-        fs::write(&tmp, json).map_err(at("writing", &tmp))?;
-        fs::rename(&tmp, &path).map_err(at("renaming into place", &path))?;
-        cleanup.disarm();
-        Ok(())
+        Ok(crate::sys::atomic::write(&path, &json).map_err(at("writing", &path))?)
     }
 
     /// Unpack once into `<root>/<id>/` (temp dir + rename; concurrent callers OK) and make it read-only (directories 0555, files drop write bits) — containers mount it as a read-only overlay layer. Returns the dir.
