@@ -764,3 +764,82 @@ fn a_hostile_build_cannot_make_the_builder_read_or_write_host_files() {
         "build dir left"
     );
 }
+
+/// A buildpack that records each build in the cache and fails when the app has a `fail` file.
+fn cache_recording_buildpack(env: &Env) -> PathBuf {
+    let bp = env.dir.path().join("bp-cache");
+    write_buildpack(
+        &bp,
+        "Cache",
+        concat!(
+            "echo \"-----> cache holds: $(ls \"$CACHE_DIR\" | tr '\\n' ' ')\"\n",
+            "if [ -f \"$BUILD_DIR/fail\" ]; then touch \"$CACHE_DIR/poison\"; exit 1; fi\n",
+            "[ -f \"$BUILD_DIR/slow\" ] && sleep 2\n",
+            "touch \"$CACHE_DIR/good-$(cat \"$BUILD_DIR/n\")\"\n",
+            "mkdir -p \"$BUILD_DIR/www\" && echo ok > \"$BUILD_DIR/www/index.html\""
+        ),
+        Some(
+            "---\ndefault_process_types:\n  web: python3 -m http.server $PORT --directory /app/www",
+        ),
+    );
+    bp
+}
+
+fn app_with(env: &Env, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let app = env.dir.path().join(name);
+    std::fs::create_dir_all(&app).unwrap();
+    for (f, content) in files {
+        std::fs::write(app.join(f), content).unwrap();
+    }
+    app
+}
+
+#[test]
+fn a_failed_build_leaves_the_cache_of_the_last_good_one() {
+    let env = Env::new();
+    let bp = cache_recording_buildpack(&env);
+    let bp = bp.to_str().unwrap();
+    let good = app_with(&env, "good", &[("n", "1")]);
+    env.build_ok(&good, &["-a", "cached", "--buildpack", bp]);
+    let bad = app_with(&env, "bad", &[("n", "2"), ("fail", "")]);
+    let (ok, log, _) = env.build(&bad, &["-a", "cached", "--buildpack", bp]);
+    assert!(!ok, "{log}");
+    assert!(log.contains("cache holds: good-1"), "{log}");
+    let again = app_with(&env, "again", &[("n", "3")]);
+    let (log, _) = env.build_ok(&again, &["-a", "cached", "--buildpack", bp]);
+    // The failed build's writes (poison) are gone; the good build's stay.
+    assert!(log.contains("cache holds: good-1 "), "{log}");
+    assert!(!log.contains("poison"), "{log}");
+}
+
+#[test]
+fn two_builds_of_one_app_at_once_both_succeed_in_turn() {
+    let env = Env::new();
+    let bp = cache_recording_buildpack(&env);
+    let bp = bp.to_str().unwrap();
+    let a = app_with(&env, "a", &[("n", "1"), ("slow", "")]);
+    let b = app_with(&env, "b", &[("n", "2"), ("slow", "")]);
+    let (ra, rb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| env.build(&a, &["-a", "twice", "--buildpack", bp]));
+        let tb = s.spawn(|| env.build(&b, &["-a", "twice", "--buildpack", bp]));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert!(ra.0, "{}", ra.1);
+    assert!(rb.0, "{}", rb.1);
+    let waited = [&ra.1, &rb.1]
+        .iter()
+        .filter(|l| l.contains("Waiting for another build of twice"))
+        .count();
+    assert_eq!(
+        waited, 1,
+        "one build waits for the other:\n{}\n---\n{}",
+        ra.1, rb.1
+    );
+    // The second build saw the first one's cache: they ran in turn, not at once.
+    assert!(
+        ra.1.contains("cache holds: good-2") || rb.1.contains("cache holds: good-1"),
+        "{}\n---\n{}",
+        ra.1,
+        rb.1
+    );
+}

@@ -357,6 +357,13 @@ pub fn build(
     let procfile = read_text_beneath(&opts.source_dir, "Procfile", MAX_METADATA_BYTES)
         .map_err(BuildError::AppFile)?;
     let cache = BuildCache::new(&config.data_dir, &opts.app)?;
+    // Builds of one app run one after the other: they share its cache.
+    let _cache_lock = cache.lock(&mut || {
+        log(&format!(
+            "-----> Waiting for another build of {} to finish",
+            opts.app
+        ))
+    })?;
     let stacks = StackStore::new(&config.stacks_dir);
     let stack =
         stacks.ensure_with_progress("build", &mut |line: &str| log(&format!("       {line}")))?;
@@ -393,8 +400,13 @@ pub fn build(
         return Err(BuildError::Interrupted(sig));
     }
 
-    let container = build_container(opts, ws.dir(), &stack, cache.dir());
+    let cache_view = ws.dir().join("cache-view");
+    let container = build_container(opts, ws.dir(), &stack, &cache_view);
     let mut sandbox = Sandbox::prepare(&place, ws, &container)?;
+    // Made after the sandbox, so dropped before it: the view is unmounted before the
+    // workspace holding it is removed.
+    let cache_session = cache.session(sandbox.workspace(), STACK_UID)?;
+    debug_assert_eq!(cache_session.view(), cache_view);
     let mut lines: Vec<String> = Vec::new();
     let outcome = sandbox.run(opts.timeout, &mut |line| {
         log(line);
@@ -501,6 +513,8 @@ pub fn build(
         source_version: opts.source_version.clone(),
         config_vars,
     };
+    // Only a successful build's changes reach the stored cache.
+    cache_session.commit()?;
     let meta = slug.archive.with_extension("").with_extension("json");
     std::fs::write(&meta, serde_json::to_vec_pretty(&result).expect("json"))
         .map_err(at("write", &meta))?;
