@@ -10,11 +10,11 @@
 //! - `SCMP_ACT_NOTIFY` (and `listenerPath`) are refused: slipway has no seccomp agent.
 use std::fs;
 use std::io::{self, Read, Seek};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
 use libseccomp::{ScmpSyscall, ScmpVersion};
+use nix::sys::memfd::MFdFlags;
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
     LinuxSeccompOperator,
@@ -545,13 +545,9 @@ fn export_bpf(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, Seccomp
 }
 
 fn memfd() -> Result<fs::File, SeccompError> {
-    // SAFETY: memfd_create takes a NUL-terminated name and returns a new descriptor or -1.
-    let fd = unsafe { libc::memfd_create(c"slipway-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(SeccompError::Export(io::Error::last_os_error()));
-    }
-    // SAFETY: fd was just created and is owned by nothing else.
-    Ok(fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    let fd = nix::sys::memfd::memfd_create(c"slipway-seccomp", MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| SeccompError::Export(e.into()))?;
+    Ok(fs::File::from(fd))
 }
 
 fn read_back(file: &mut fs::File) -> Result<Vec<u8>, SeccompError> {

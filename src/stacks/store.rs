@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -378,11 +379,8 @@ fn split_dir_name(dir_name: &str) -> Option<(&str, &str)> {
 /// after this survives a crash whole.
 fn sync_filesystem(path: &Path) -> Result<()> {
     let dir = File::open(path).map_err(at("opening", path))?;
-    // SAFETY: syncfs on a descriptor we own; no memory is involved.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(PathError::new("syncing the filesystem of", path, e).into());
-    }
+    nix::unistd::syncfs(&dir)
+        .map_err(|e| PathError::new("syncing the filesystem of", path, e.into()))?;
     Ok(())
 }
 
@@ -397,26 +395,22 @@ fn remove_tree(path: &Path) -> Result<()> {
 /// An exclusive `flock` on a file, released when dropped (or when the
 /// process dies, so a crashed build never leaves the store locked).
 struct BuildLock {
-    _file: File,
+    _lock: Flock<File>,
 }
 
 impl BuildLock {
     fn acquire(path: &Path) -> Result<Self> {
-        let file = fs::OpenOptions::new()
+        let mut file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
             .map_err(at("opening lock file", path))?;
         loop {
-            // SAFETY: flock on a descriptor we own; no memory is involved.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(BuildLock { _file: file });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(PathError::new("locking", path, err).into());
+            match Flock::lock(file, FlockArg::LockExclusive) {
+                Ok(lock) => return Ok(BuildLock { _lock: lock }),
+                Err((f, Errno::EINTR)) => file = f,
+                Err((_, e)) => return Err(PathError::new("locking", path, e.into()).into()),
             }
         }
     }
