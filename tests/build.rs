@@ -843,3 +843,50 @@ fn two_builds_of_one_app_at_once_both_succeed_in_turn() {
         rb.1
     );
 }
+
+#[test]
+fn the_same_source_builds_the_same_slug() {
+    let env = Env::new();
+    for app in ["apps/static", "apps/procfile"] {
+        let (_, first) = env.build_ok(&fixture(app), &["-a", "same"]);
+        let (_, second) = env.build_ok(&fixture(app), &["-a", "same"]);
+        assert_eq!(slug_of(&first), slug_of(&second), "{app} built twice");
+    }
+}
+
+#[test]
+fn slugs_are_listed_pruned_and_removed() {
+    let env = Env::new();
+    let one = app_with(&env, "one", &[("Procfile", "web: sleep 100\n")]);
+    let two = app_with(&env, "two", &[("Procfile", "web: sleep 200\n")]);
+    let (_, a) = env.build_ok(&one, &["-a", "kept"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, b) = env.build_ok(&two, &["-a", "kept"]);
+    let list = |env: &Env| -> Vec<String> {
+        let out = env.cmd().args(["slug", "list", "--json"]).output().unwrap();
+        assert!(out.status.success());
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(list(&env).len(), 2);
+    let st = env
+        .cmd()
+        .args(["slug", "prune", "--keep", "1"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The newest stays.
+    assert_eq!(list(&env), vec![slug_of(&b)]);
+    assert!(!env.data().join("slugs").join(slug_of(&a)).exists());
+    let st = env
+        .cmd()
+        .args(["slug", "rm", &slug_of(&b)[..8]])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(list(&env).is_empty());
+}

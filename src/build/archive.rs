@@ -156,16 +156,23 @@ fn append_named<W: Write, R: Read>(
     builder.append(header, data)
 }
 
-/// A tar header for `meta`: numeric owner, mtime, permission bits without
-/// setuid/setgid (the unpacked slug sits on the host, where a setuid-root
-/// file would be a way up for any host user who can reach it).
-fn header_for(meta: &fs::Metadata, kind: tar::EntryType, size: u64) -> tar::Header {
+/// A tar header for `meta`: numeric owner, mtime (no later than `clamp`, when given: what a
+/// build made gets the source's newest time, so the same source packs to the same bytes),
+/// permission bits without setuid/setgid (the unpacked slug sits on the host, where a
+/// setuid-root file would be a way up for any host user who can reach it).
+fn header_for(
+    meta: &fs::Metadata,
+    kind: tar::EntryType,
+    size: u64,
+    clamp: Option<u64>,
+) -> tar::Header {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(kind);
     header.set_mode(meta.mode() & 0o1777);
     header.set_uid(meta.uid() as u64);
     header.set_gid(meta.gid() as u64);
-    header.set_mtime(meta.mtime().max(0) as u64);
+    let mtime = meta.mtime().max(0) as u64;
+    header.set_mtime(clamp.map_or(mtime, |c| mtime.min(c)));
     header.set_size(size);
     header
 }
@@ -196,13 +203,17 @@ impl<R: Read> Read for ExactReader<R> {
     }
 }
 
-pub fn write_item<W: Write>(builder: &mut tar::Builder<W>, item: &PackItem) -> Result<()> {
+pub fn write_item<W: Write>(
+    builder: &mut tar::Builder<W>,
+    item: &PackItem,
+    mtime_clamp: Option<u64>,
+) -> Result<()> {
     let file_type = item.meta.file_type();
     let result = if file_type.is_dir() {
-        let mut header = header_for(&item.meta, tar::EntryType::Directory, 0);
+        let mut header = header_for(&item.meta, tar::EntryType::Directory, 0, mtime_clamp);
         append_named(builder, &mut header, &item.name, None, io::empty())
     } else if let Some(target) = &item.link_target {
-        let mut header = header_for(&item.meta, tar::EntryType::Symlink, 0);
+        let mut header = header_for(&item.meta, tar::EntryType::Symlink, 0, mtime_clamp);
         let target = target.as_os_str().as_bytes();
         append_named(builder, &mut header, &item.name, Some(target), io::empty())
     } else {
@@ -214,7 +225,7 @@ pub fn write_item<W: Write>(builder: &mut tar::Builder<W>, item: &PackItem) -> R
             .open(&item.path)
             .map_err(at("opening", &item.path))?;
         let size = item.meta.len();
-        let mut header = header_for(&item.meta, tar::EntryType::Regular, size);
+        let mut header = header_for(&item.meta, tar::EntryType::Regular, size, mtime_clamp);
         let reader = ExactReader {
             inner: BufReader::with_capacity(1 << 16, file),
             remaining: size,

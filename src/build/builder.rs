@@ -146,8 +146,13 @@ fn random_suffix() -> String {
     hex::encode(b)
 }
 
-/// Copy a tree, keeping modes and symlinks, skipping `.git`; owned by `uid` afterwards.
-fn copy_tree(from: &Path, to: &Path, uid: u32) -> Result<(), BuildError> {
+/// Copy a tree, keeping modes, times and symlinks, skipping `.git`; owned by `uid` afterwards.
+/// Returns the newest modification time of the source (seconds).
+fn copy_tree(from: &Path, to: &Path, uid: u32) -> Result<u64, BuildError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut newest = 0u64;
+    // Directories get their times last: copying into them changes them.
+    let mut dir_times = Vec::new();
     for entry in walkdir::WalkDir::new(from)
         .follow_links(false)
         .into_iter()
@@ -157,28 +162,47 @@ fn copy_tree(from: &Path, to: &Path, uid: u32) -> Result<(), BuildError> {
             entry.map_err(|e| BuildError::Input(format!("read source {}: {e}", from.display())))?;
         let rel = entry.path().strip_prefix(from).expect("under the root");
         let dest = to.join(rel);
+        let meta = entry.metadata().map_err(|e| {
+            BuildError::Input(format!("read source {}: {e}", entry.path().display()))
+        })?;
         let ft = entry.file_type();
         if ft.is_dir() {
             std::fs::create_dir_all(&dest).map_err(at("create", &dest))?;
-            let mode = entry
-                .metadata()
-                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
-                .unwrap_or(0o755);
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
             let _ = std::fs::set_permissions(
                 &dest,
                 std::os::unix::fs::PermissionsExt::from_mode(mode | 0o700),
             );
+            dir_times.push((dest.clone(), meta.mtime(), meta.mtime_nsec()));
         } else if ft.is_symlink() {
             let target = std::fs::read_link(entry.path()).map_err(at("read link", entry.path()))?;
             std::os::unix::fs::symlink(&target, &dest).map_err(at("create link", &dest))?;
+            set_mtime(&dest, meta.mtime(), meta.mtime_nsec());
         } else if ft.is_file() {
             std::fs::copy(entry.path(), &dest).map_err(at("copy", entry.path()))?;
+            set_mtime(&dest, meta.mtime(), meta.mtime_nsec());
         } else {
             continue; // sockets, fifos, devices do not belong in a slug
         }
+        newest = newest.max(meta.mtime().max(0) as u64);
         let _ = std::os::unix::fs::lchown(&dest, Some(uid), Some(uid));
     }
-    Ok(())
+    for (dir, secs, nsecs) in dir_times.into_iter().rev() {
+        set_mtime(&dir, secs, nsecs);
+    }
+    Ok(newest)
+}
+
+/// Set the access and modification times of `path` itself (never a link's target).
+fn set_mtime(path: &Path, secs: i64, nsecs: i64) {
+    let t = nix::sys::time::TimeSpec::new(secs, nsecs);
+    let _ = nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    );
 }
 
 /// Write `content` to a new file at `path`, replacing a file or symlink there without following
@@ -376,7 +400,7 @@ pub fn build(
         let p = ws.dir().join(d);
         std::fs::create_dir_all(&p).map_err(at("create", &p))?;
     }
-    copy_tree(&opts.source_dir, &ws.dir().join("app"), STACK_UID)?;
+    let source_epoch = copy_tree(&opts.source_dir, &ws.dir().join("app"), STACK_UID)?;
     let _ = std::os::unix::fs::lchown(ws.dir().join("app"), Some(STACK_UID), Some(STACK_UID));
     for (k, val) in &opts.env {
         let p = ws.dir().join("env").join(k);
@@ -478,7 +502,7 @@ pub fn build(
     log("-----> Compressing...");
     let slugs = SlugStore::new(&config.data_dir);
     let app_dir = sandbox.workspace().join("app");
-    let slug: Slug = slugs.pack(&app_dir, opts.slug_limit)?;
+    let slug: Slug = slugs.pack_clamped(&app_dir, opts.slug_limit, Some(source_epoch))?;
     // The packed tree becomes the slug's layer as it is: no need to unpack the archive.
     let unpacked = slugs.adopt(&slug.id, &app_dir)?;
     if !slug.removed_by_slugignore.is_empty() {

@@ -89,6 +89,8 @@ pub enum SlugError {
     NoSuchSlug { id: String, root: PathBuf },
     #[error("slug archive {path} has sha256 {actual}, not its id; the file is damaged: delete it and build the app again")]
     Corrupt { path: PathBuf, actual: String },
+    #[error("slug {id} is in use by a running container (pid {pid}): stop it first")]
+    InUse { id: String, pid: i32 },
 }
 
 type Result<T> = std::result::Result<T, SlugError>;
@@ -203,6 +205,18 @@ impl SlugStore {
     /// directory packs to the same id. A relative symlink that climbs out of
     /// the app dir is refused here, since unpacking would refuse it.
     pub fn pack(&self, app_dir: &Path, limit: u64) -> Result<Slug> {
+        self.pack_clamped(app_dir, limit, None)
+    }
+
+    /// `pack`, with every mtime in the archive no later than `mtime_clamp` (seconds): a build
+    /// passes its source's newest time, so that rebuilding the same source with the same
+    /// buildpacks gives the same slug id (the unpacked layer keeps its real times).
+    pub fn pack_clamped(
+        &self,
+        app_dir: &Path,
+        limit: u64,
+        mtime_clamp: Option<u64>,
+    ) -> Result<Slug> {
         let removed = apply_slugignore(app_dir)?;
         let (items, unpacked_size) = collect_items(app_dir)?;
         if unpacked_size > limit {
@@ -230,7 +244,7 @@ impl SlugStore {
         let encoder = zstd::Encoder::new(writer, ZSTD_LEVEL).map_err(at("compressing", &tmp))?;
         let mut builder = tar::Builder::new(encoder);
         for item in &items {
-            write_item(&mut builder, item)?;
+            write_item(&mut builder, item, mtime_clamp)?;
         }
         let encoder = builder.into_inner().map_err(at("writing", &tmp))?;
         let mut writer = encoder.finish().map_err(at("compressing", &tmp))?;
@@ -342,6 +356,47 @@ impl SlugStore {
         publish_layer(&tmp, &dest, cleanup)
     }
 
+    /// Ids of the slugs in the store (those with an archive), sorted.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|n| n.strip_suffix(".tar.zst").map(String::from))
+            .filter(|id| is_slug_id(id))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Remove slug `id` (archive, unpacked layer, metadata); the bytes freed. Refused while a
+    /// running container has the layer in its root.
+    pub fn remove(&self, id: &str) -> Result<u64> {
+        if !is_slug_id(id) {
+            return Err(SlugError::BadId { id: id.into() });
+        }
+        let layer = self.root.join(id);
+        if let Some(pid) = layer_user(&layer) {
+            return Err(SlugError::InUse { id: id.into(), pid });
+        }
+        let freed = self.get(id).map_or(0, |s| s.size + s.unpacked_size);
+        remove_tree(&layer).map_err(at("removing", &layer))?;
+        for f in [
+            self.archive_path(id),
+            self.meta_path(id),
+            self.root.join(format!("{id}.json")),
+        ] {
+            match fs::remove_file(&f) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(at("removing", &f)(e).into())
+                }
+                _ => {}
+            }
+        }
+        Ok(freed)
+    }
+
     /// The stored slug `id`, if its archive is in the store.
     pub fn get(&self, id: &str) -> Option<Slug> {
         if !is_slug_id(id) {
@@ -364,6 +419,33 @@ impl SlugStore {
             removed_by_slugignore: Vec::new(),
         })
     }
+}
+
+/// A process whose mount table shows `layer` as an overlay layer (containers mount in
+/// namespaces of their own, so every process's table is read).
+fn layer_user(layer: &Path) -> Option<i32> {
+    let needle = layer.to_str()?;
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(table) = fs::read_to_string(entry.path().join("mountinfo")) else {
+            continue;
+        };
+        let uses = table.lines().any(|l| {
+            l.contains(" - overlay ")
+                && l.split([',', '=', ':', ' '])
+                    .any(|part| part == needle || part.strip_prefix(needle) == Some("/"))
+        });
+        if uses {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 /// Sum of the regular file sizes in an archive, read from its headers.
