@@ -35,7 +35,9 @@ pub enum BuildError {
     Input(String),
     #[error("no buildpack recognised this app (tried: {tried}); add requirements.txt, package.json, go.mod, index.html or a Procfile, or set BUILDPACK_URL")]
     NotDetected { tried: String },
-    #[error("buildpack {name} failed with exit code {code}; its last lines:\n{last_lines}")]
+    /// The build's output was streamed as it happened: the message does not repeat it;
+    /// `last_lines` keeps its end for callers that did not show it.
+    #[error("buildpack {name} failed with exit code {code} (its output is above)")]
     BuildpackFailed {
         name: String,
         code: i32,
@@ -45,7 +47,7 @@ pub enum BuildError {
     ReleaseFailed { name: String },
     #[error("the build took longer than {0:?} and was stopped; make it faster or raise the timeout (--timeout)")]
     Timeout(Duration),
-    #[error("the build container failed (exit code {code}); last lines:\n{last_lines}")]
+    #[error("the build container failed with exit code {code} (its output is above)")]
     Container { code: i32, last_lines: String },
     #[error(transparent)]
     AppName(#[from] AppNameError),

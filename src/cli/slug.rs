@@ -83,6 +83,12 @@ pub fn run(config: &Config, a: SlugRunArgs) -> anyhow::Result<u8> {
         slipway::build::env_vars::check(k, v)?;
         env.push((k.to_string(), v.to_string()));
     }
+    // A buildpack's config_vars are defaults: a var given here wins (as on Heroku).
+    for (k, v) in &meta.config_vars {
+        if !env.iter().any(|(name, _)| name == k) {
+            env.push((k.clone(), v.clone()));
+        }
+    }
     mounts::enter_private_mount_ns()?;
     interrupt::start_watcher();
     let stack = StackStore::new(&config.stacks_dir).ensure("run")?;
