@@ -6,8 +6,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -400,19 +399,8 @@ struct BuildLock {
 
 impl BuildLock {
     fn acquire(path: &Path) -> Result<Self> {
-        let mut file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(at("opening lock file", path))?;
-        loop {
-            match Flock::lock(file, FlockArg::LockExclusive) {
-                Ok(lock) => return Ok(BuildLock { _lock: lock }),
-                Err((f, Errno::EINTR)) => file = f,
-                Err((_, e)) => return Err(PathError::new("locking", path, e.into()).into()),
-            }
-        }
+        let lock = crate::sys::lock::exclusive(path).map_err(at("locking", path))?;
+        Ok(BuildLock { _lock: lock })
     }
 }
 
