@@ -166,8 +166,12 @@ fn has_tarball_suffix(url: &str) -> bool {
 
 /// A working tree (`.git` inside) or a bare repository.
 fn is_git_repo(dir: &Path) -> bool {
-    dir.join(".git").exists()
-        || (dir.join("HEAD").is_file() && dir.join("objects").is_dir() && dir.join("refs").is_dir())
+    dir.join(".git").exists() || is_bare_git_repo(dir)
+}
+
+/// A bare repository: git's own files at the top, no working tree.
+fn is_bare_git_repo(dir: &Path) -> bool {
+    dir.join("HEAD").is_file() && dir.join("objects").is_dir() && dir.join("refs").is_dir()
 }
 
 /// `user@host:path`, git's scp-like syntax for ssh.
@@ -351,6 +355,11 @@ impl BuildpackSource {
                 spec: spec.into(),
                 reference: reference.clone(),
                 what: "a plain directory (not a git repository)",
+            }),
+            // A bare repository has no working tree to use as a buildpack: clone its HEAD.
+            None if is_bare_git_repo(&path) => Ok(BuildpackSource::Git {
+                url: format!("file://{}", path.display()),
+                reference: None,
             }),
             None => Ok(BuildpackSource::Dir(path)),
         }
@@ -838,6 +847,21 @@ mod tests {
                 BuildpackSource::parse(&spec, b).unwrap_or_else(|e| panic!("{spec:?}: {e}"));
             assert_eq!(parsed, expected, "{spec:?}");
         }
+    }
+
+    #[test]
+    fn a_bare_repository_without_a_ref_is_cloned_at_its_head() {
+        let base = fixture();
+        let bare = base.path().join("bp.git");
+        for d in ["objects", "refs"] {
+            std::fs::create_dir_all(bare.join(d)).unwrap();
+        }
+        std::fs::write(bare.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        let src = BuildpackSource::parse(bare.to_str().unwrap(), base.path()).unwrap();
+        assert!(
+            matches!(&src, BuildpackSource::Git { reference: None, url } if url.starts_with("file://")),
+            "{src:?}"
+        );
     }
 
     #[test]
