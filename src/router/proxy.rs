@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{
@@ -18,7 +17,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 
 use super::server::Conn;
-use super::table::{normalize_host, App};
+use super::table::{normalize_host, now_ms, App};
 use super::upstream::{forward, ForwardError, RequestHead};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -107,9 +106,10 @@ impl Code {
 pub(crate) struct Exchange {
     conn: Arc<Conn>,
     app: Option<Arc<App>>,
-    start: Instant,
+    /// [`now_ms`] at the start.
+    start: u64,
     method: Method,
-    path: String,
+    uri: Uri,
     host: String,
     request_id: String,
     fwd: String,
@@ -127,12 +127,9 @@ impl Exchange {
         Exchange {
             conn,
             app: None,
-            start: Instant::now(),
+            start: now_ms(),
             method: req.method().clone(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            uri: req.uri().clone(),
             host: String::new(),
             request_id: String::new(),
             fwd: String::new(),
@@ -153,38 +150,53 @@ impl Exchange {
     }
 
     fn log_line(&self, code: Option<Code>, container: Option<&str>, service_ms: u64) -> String {
-        let mut line = String::with_capacity(256);
+        // Built piece by piece: this runs for every request.
+        let mut line = String::with_capacity(320);
+        let mut number = itoa::Buffer::new();
         match code {
             None => line.push_str("at=info"),
             Some(code) => {
-                let at = if code.is_warning() {
-                    "warning"
+                line.push_str(if code.is_warning() {
+                    "at=warning code="
                 } else {
-                    "error"
-                };
-                let _ = write!(
-                    line,
-                    "at={at} code={} desc=\"{}\"",
-                    code.name(),
-                    code.desc()
-                );
+                    "at=error code="
+                });
+                line.push_str(code.name());
+                line.push_str(" desc=\"");
+                line.push_str(code.desc());
+                line.push('"');
             }
         }
-        let _ = write!(
-            line,
-            " method={} path=\"{}\" host={} request_id={} fwd=\"{}\" container={} connect={}ms service={}ms status={} bytes={} protocol={}",
-            self.method,
-            escape_quoted(&self.path),
-            self.host,
-            self.request_id,
-            escape_quoted(&self.fwd),
-            container.unwrap_or("none"),
-            self.connect_ms,
-            service_ms,
-            self.status,
-            self.bytes,
-            if self.conn.tls { "https" } else { "http" },
+        line.push_str(" method=");
+        line.push_str(self.method.as_str());
+        line.push_str(" path=\"");
+        push_quoted(
+            &mut line,
+            self.uri.path_and_query().map_or("/", |p| p.as_str()),
         );
+        line.push_str("\" host=");
+        line.push_str(&self.host);
+        line.push_str(" request_id=");
+        line.push_str(&self.request_id);
+        line.push_str(" fwd=\"");
+        push_quoted(&mut line, &self.fwd);
+        line.push_str("\" container=");
+        line.push_str(container.unwrap_or("none"));
+        for (name, value, unit) in [
+            (" connect=", self.connect_ms, "ms"),
+            (" service=", service_ms, "ms"),
+            (" status=", u64::from(self.status), ""),
+            (" bytes=", self.bytes, ""),
+        ] {
+            line.push_str(name);
+            line.push_str(number.format(value));
+            line.push_str(unit);
+        }
+        line.push_str(if self.conn.tls {
+            " protocol=https"
+        } else {
+            " protocol=http"
+        });
         line
     }
 }
@@ -198,7 +210,7 @@ impl Drop for Exchange {
             }
         }
         if let Some(app) = &self.app {
-            let total = self.start.elapsed().as_millis() as u64;
+            let total = now_ms() - self.start;
             let line = self.log_line(
                 self.code,
                 self.container.as_deref(),
@@ -290,8 +302,7 @@ pub(crate) async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let mut exchange = Exchange::begin(Arc::clone(&conn), &req);
-    let host = request_authority(&req).and_then(|raw| Some((normalize_host(&raw)?, raw)));
-    let Some((host, raw_host)) = host else {
+    let Some(host) = request_authority(&req).and_then(normalize_host) else {
         return Ok(exchange.fail(Code::R15, "The request has no usable Host header."));
     };
     exchange.host.clone_from(&host);
@@ -304,7 +315,7 @@ pub(crate) async fn handle(
         return Ok(exchange.fail(Code::R10, &detail));
     };
     exchange.app = Some(Arc::clone(app));
-    let client_upgrade = prepare_request(&conn, &mut req, &raw_host, &mut exchange);
+    let client_upgrade = prepare_request(&conn, &mut req, &mut exchange);
     if app.backends.is_empty() {
         return Ok(exchange.fail(Code::R11, Code::R11.explain()));
     }
@@ -370,12 +381,11 @@ pub(crate) async fn handle(
 }
 
 /// The authority the request is for: the URI's (HTTP/2, absolute form), else `Host`.
-fn request_authority(req: &Request<Incoming>) -> Option<String> {
-    if let Some(authority) = req.uri().authority() {
-        return Some(authority.as_str().to_string());
+fn request_authority(req: &Request<Incoming>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => req.headers().get(HOST)?.to_str().ok(),
     }
-    let host = req.headers().get(HOST)?.to_str().ok()?;
-    Some(host.to_string())
 }
 
 /// Rewrites the request's headers for the backend (see [`crate::router`]); returns the
@@ -383,7 +393,6 @@ fn request_authority(req: &Request<Incoming>) -> Option<String> {
 fn prepare_request(
     conn: &Conn,
     req: &mut Request<Incoming>,
-    raw_host: &str,
     exchange: &mut Exchange,
 ) -> Option<hyper::upgrade::OnUpgrade> {
     let version = req.version();
@@ -391,45 +400,55 @@ fn prepare_request(
         && req.headers().contains_key(UPGRADE)
         && has_token(req.headers(), CONNECTION, "upgrade");
     let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut *req));
+    // The URI's authority wins over Host (RFC 9112 §3.2.2), and HTTP/2 has no Host.
+    let authority = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let headers = req.headers_mut();
+    headers.reserve(8);
     strip_hop_by_hop(headers, upgrade);
-    if let Ok(host) = HeaderValue::from_str(raw_host) {
-        headers.insert(HOST, host);
+    if let Some(authority) = authority {
+        headers.insert(HOST, authority);
     }
     if version == Version::HTTP_2 {
         join_cookies(headers);
     }
 
-    let client_ip = conn.peer.ip().to_canonical();
-    let previous: Vec<&str> = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    exchange.fwd = if previous.is_empty() {
-        client_ip.to_string()
-    } else {
-        format!("{}, {client_ip}", previous.join(", "))
-    };
-    if let Ok(fwd) = HeaderValue::from_str(&exchange.fwd) {
-        headers.insert(X_FORWARDED_FOR, fwd);
+    let mut fwd = String::new();
+    for previous in headers.get_all(X_FORWARDED_FOR) {
+        if let Ok(previous) = previous.to_str() {
+            fwd.push_str(previous);
+            fwd.push_str(", ");
+        }
     }
+    fwd.push_str(&conn.client_ip);
+    if let Ok(value) = HeaderValue::from_str(&fwd) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    exchange.fwd = fwd;
     headers.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
     );
-    headers.insert(X_FORWARDED_PORT, HeaderValue::from(conn.local_port));
+    headers.insert(X_FORWARDED_PORT, conn.port_header.clone());
 
     let kept = headers
         .get(X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|id| is_sane_request_id(id))
         .map(str::to_string);
-    exchange.request_id = kept.unwrap_or_else(new_request_id);
-    headers.insert(
-        X_REQUEST_ID,
-        HeaderValue::from_str(&exchange.request_id).expect("request ids are header-safe"),
-    );
+    exchange.request_id = match kept {
+        Some(id) => id,
+        None => {
+            let id = new_request_id();
+            headers.insert(
+                X_REQUEST_ID,
+                HeaderValue::from_str(&id).expect("request ids are header-safe"),
+            );
+            id
+        }
+    };
     headers.append(VIA, HeaderValue::from_static("1.1 slipway"));
     on_upgrade
 }
@@ -437,6 +456,26 @@ fn prepare_request(
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1); with `upgrade`, keeps `Upgrade` and
 /// sends `Connection: upgrade`.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages have none: one pass over the names instead of a lookup per name.
+    let any = headers.keys().any(|name| {
+        matches!(
+            name.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "te"
+                | "transfer-encoding"
+                | "trailer"
+                | "proxy-authorization"
+                | "upgrade"
+        )
+    });
+    if !any {
+        if upgrade {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         let listed: Vec<HeaderName> = headers
             .get_all(CONNECTION)
@@ -522,8 +561,16 @@ fn new_request_id() -> String {
     uuid.hyphenated().encode_lower(&mut buf).to_string()
 }
 
-fn escape_quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+/// Appends `text` for a double-quoted log field: quotes, backslashes and control
+/// characters escaped.
+fn push_quoted(out: &mut String, text: &str) {
+    if !text
+        .bytes()
+        .any(|b| b == b'"' || b == b'\\' || b.is_ascii_control())
+    {
+        out.push_str(text);
+        return;
+    }
     for c in text.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -534,7 +581,6 @@ fn escape_quoted(text: &str) -> String {
             c => out.push(c),
         }
     }
-    out
 }
 
 fn html_escape(text: &str) -> String {
@@ -647,7 +693,9 @@ mod tests {
 
     #[test]
     fn log_fields_are_escaped() {
-        assert_eq!(escape_quoted("/a\"b\\c\n"), "/a\\\"b\\\\c\\x0a");
+        let mut out = String::new();
+        push_quoted(&mut out, "/a\"b\\c\n");
+        assert_eq!(out, "/a\\\"b\\\\c\\x0a");
         assert_eq!(html_escape("<x&\">"), "&lt;x&amp;&quot;&gt;");
     }
 }

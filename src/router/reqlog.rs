@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use crate::applog::{LogWriter, Timestamp};
 
 /// Lines that can wait for the writer; past that, lines are dropped and counted.
-const QUEUE: usize = 65_536;
+const QUEUE: usize = 131_072;
+
+/// How often queued lines are written out.
+const BATCH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// After a file cannot be opened, how long until the writer tries again.
 const RETRY_OPEN: Duration = Duration::from_secs(30);
@@ -76,25 +79,29 @@ fn write_loop(rx: Receiver<Msg>, data_dir: PathBuf, max_bytes: u64, dropped: Arc
     let mut writers: HashMap<Arc<str>, LogWriter> = HashMap::new();
     let mut failed: HashMap<Arc<str>, Instant> = HashMap::new();
     let mut reported_drops = 0;
-    let mut stop = false;
-    while !stop {
-        let Ok(first) = rx.recv() else { break };
-        let mut next = Some(first);
-        // Take everything queued, then write once.
-        while let Some(msg) = next {
-            match msg {
-                Msg::Stop => stop = true,
-                Msg::Line { app, time, message } => {
-                    if let Some(writer) =
+    loop {
+        // The writer naps instead of waiting on the queue, so that senders never have a
+        // sleeping thread to wake (a system call per request otherwise).
+        std::thread::sleep(BATCH_INTERVAL);
+        let mut stop = false;
+        loop {
+            match rx.try_recv() {
+                Ok(Msg::Line { app, time, message }) => {
+                    let Some(writer) =
                         writer_for(&mut writers, &mut failed, &data_dir, &app, max_bytes)
-                    {
-                        if let Err(e) = writer.append(time, "slipway", "router", &message) {
-                            eprintln!("slipway router: {e}");
-                        }
+                    else {
+                        continue;
+                    };
+                    if let Err(e) = writer.append(time, "slipway", "router", &message) {
+                        eprintln!("slipway router: {e}");
                     }
                 }
+                Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => {
+                    stop = true;
+                    break;
+                }
+                Err(TryRecvError::Empty) => break,
             }
-            next = rx.try_recv().ok();
         }
         for writer in writers.values_mut() {
             if let Err(e) = writer.flush() {
@@ -108,6 +115,9 @@ fn write_loop(rx: Receiver<Msg>, data_dir: PathBuf, max_bytes: u64, dropped: Arc
                 drops - reported_drops
             );
             reported_drops = drops;
+        }
+        if stop {
+            return;
         }
     }
 }
