@@ -2,7 +2,6 @@
 //! pages, upgrades, and the request's log line.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -111,8 +110,9 @@ pub(crate) struct Exchange {
     method: Method,
     uri: Uri,
     host: String,
-    request_id: String,
-    fwd: String,
+    request_id: HeaderValue,
+    /// `X-Forwarded-For` as sent, when the client sent one (else the client's address).
+    fwd: Option<String>,
     container: Option<Arc<str>>,
     connect_ms: u64,
     status: u16,
@@ -131,8 +131,8 @@ impl Exchange {
             method: req.method().clone(),
             uri: req.uri().clone(),
             host: String::new(),
-            request_id: String::new(),
-            fwd: String::new(),
+            request_id: HeaderValue::from_static(""),
+            fwd: None,
             container: None,
             connect_ms: 0,
             status: 0,
@@ -149,55 +149,72 @@ impl Exchange {
         error_page(code, detail, self)
     }
 
-    fn log_line(&self, code: Option<Code>, container: Option<&str>, service_ms: u64) -> String {
-        // Built piece by piece: this runs for every request.
-        let mut line = String::with_capacity(320);
+    /// Writes the log message of this exchange (one line, fields already escaped).
+    fn write_message(
+        &self,
+        line: &mut Vec<u8>,
+        code: Option<Code>,
+        container: Option<&str>,
+        service_ms: u64,
+    ) {
         let mut number = itoa::Buffer::new();
+        let mut put = |text: &str| line.extend_from_slice(text.as_bytes());
         match code {
-            None => line.push_str("at=info"),
+            None => put("at=info"),
             Some(code) => {
-                line.push_str(if code.is_warning() {
+                put(if code.is_warning() {
                     "at=warning code="
                 } else {
                     "at=error code="
                 });
-                line.push_str(code.name());
-                line.push_str(" desc=\"");
-                line.push_str(code.desc());
-                line.push('"');
+                put(code.name());
+                put(" desc=\"");
+                put(code.desc());
+                put("\"");
             }
         }
-        line.push_str(" method=");
-        line.push_str(self.method.as_str());
-        line.push_str(" path=\"");
+        put(" method=");
+        put(self.method.as_str());
+        put(" path=\"");
         push_quoted(
-            &mut line,
+            &mut put,
             self.uri.path_and_query().map_or("/", |p| p.as_str()),
         );
-        line.push_str("\" host=");
-        line.push_str(&self.host);
-        line.push_str(" request_id=");
-        line.push_str(&self.request_id);
-        line.push_str(" fwd=\"");
-        push_quoted(&mut line, &self.fwd);
-        line.push_str("\" container=");
-        line.push_str(container.unwrap_or("none"));
+        put("\" host=");
+        put(&self.host);
+        put(" request_id=");
+        put(self.request_id.to_str().unwrap_or(""));
+        put(" fwd=\"");
+        push_quoted(
+            &mut put,
+            self.fwd.as_deref().unwrap_or(&self.conn.client_ip),
+        );
+        put("\" container=");
+        put(container.unwrap_or("none"));
         for (name, value, unit) in [
             (" connect=", self.connect_ms, "ms"),
             (" service=", service_ms, "ms"),
             (" status=", u64::from(self.status), ""),
             (" bytes=", self.bytes, ""),
         ] {
-            line.push_str(name);
-            line.push_str(number.format(value));
-            line.push_str(unit);
+            put(name);
+            put(number.format(value));
+            put(unit);
         }
-        line.push_str(if self.conn.tls {
+        put(if self.conn.tls {
             " protocol=https"
         } else {
             " protocol=http"
         });
-        line
+    }
+
+    /// Logs this exchange to the app's `router.log`.
+    fn log(&self, code: Option<Code>, container: Option<&str>, service_ms: u64) {
+        if let Some(app) = &self.app {
+            self.conn.log.line(&app.name, |line| {
+                self.write_message(line, code, container, service_ms)
+            });
+        }
     }
 }
 
@@ -209,14 +226,13 @@ impl Drop for Exchange {
                 self.status = Code::R16.status().as_u16();
             }
         }
-        if let Some(app) = &self.app {
+        if self.app.is_some() {
             let total = now_ms() - self.start;
-            let line = self.log_line(
+            self.log(
                 self.code,
                 self.container.as_deref(),
                 total.saturating_sub(self.connect_ms),
             );
-            self.conn.shared.log.send(&app.name, line);
         }
         self.conn.request_finished();
     }
@@ -329,8 +345,7 @@ pub(crate) async fn handle(
     let mut refused = Vec::new();
     let forwarded = forward(&conn.shared.upstream, app, head, body, &mut refused).await;
     for backend in &refused {
-        let line = exchange.log_line(Some(Code::R18), Some(&backend.container), 0);
-        conn.shared.log.send(&app.name, line);
+        exchange.log(Some(Code::R18), Some(&backend.container), 0);
     }
     let forwarded = match forwarded {
         Ok(forwarded) => forwarded,
@@ -415,18 +430,22 @@ fn prepare_request(
         join_cookies(headers);
     }
 
-    let mut fwd = String::new();
-    for previous in headers.get_all(X_FORWARDED_FOR) {
-        if let Ok(previous) = previous.to_str() {
-            fwd.push_str(previous);
-            fwd.push_str(", ");
+    if headers.contains_key(X_FORWARDED_FOR) {
+        let mut fwd = String::new();
+        for previous in headers.get_all(X_FORWARDED_FOR) {
+            if let Ok(previous) = previous.to_str() {
+                fwd.push_str(previous);
+                fwd.push_str(", ");
+            }
         }
+        fwd.push_str(&conn.client_ip);
+        if let Ok(value) = HeaderValue::from_str(&fwd) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        exchange.fwd = Some(fwd);
+    } else {
+        headers.insert(X_FORWARDED_FOR, conn.client_ip_header.clone());
     }
-    fwd.push_str(&conn.client_ip);
-    if let Ok(value) = HeaderValue::from_str(&fwd) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-    exchange.fwd = fwd;
     headers.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
@@ -435,17 +454,13 @@ fn prepare_request(
 
     let kept = headers
         .get(X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| is_sane_request_id(id))
-        .map(str::to_string);
+        .filter(|id| is_sane_request_id(id.as_bytes()))
+        .cloned();
     exchange.request_id = match kept {
         Some(id) => id,
         None => {
             let id = new_request_id();
-            headers.insert(
-                X_REQUEST_ID,
-                HeaderValue::from_str(&id).expect("request ids are header-safe"),
-            );
+            headers.insert(X_REQUEST_ID, id.clone());
             id
         }
     };
@@ -547,38 +562,37 @@ fn origin_form(uri: &Uri) -> Uri {
 
 /// Kept when sent by the client: 20 to 200 characters of `[A-Za-z0-9+/=._-]` (Heroku's
 /// rule, widened by `.` and `_`).
-fn is_sane_request_id(id: &str) -> bool {
+fn is_sane_request_id(id: &[u8]) -> bool {
     (20..=200).contains(&id.len())
-        && id.bytes().all(|b| {
+        && id.iter().all(|&b| {
             b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'.' | b'_' | b'-')
         })
 }
 
 /// A new request id: a random UUID v4.
-fn new_request_id() -> String {
+fn new_request_id() -> HeaderValue {
     let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid.hyphenated().encode_lower(&mut buf).to_string()
+    let text = uuid.hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).expect("a UUID is header-safe")
 }
 
-/// Appends `text` for a double-quoted log field: quotes, backslashes and control
-/// characters escaped.
-fn push_quoted(out: &mut String, text: &str) {
+/// Writes `text` for a double-quoted log field through `put`: quotes, backslashes and
+/// control characters escaped.
+fn push_quoted(put: &mut impl FnMut(&str), text: &str) {
     if !text
         .bytes()
         .any(|b| b == b'"' || b == b'\\' || b.is_ascii_control())
     {
-        out.push_str(text);
+        put(text);
         return;
     }
     for c in text.chars() {
         match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
+            '"' => put("\\\""),
+            '\\' => put("\\\\"),
+            c if c.is_control() => put(&format!("\\x{:02x}", c as u32)),
+            c => put(c.encode_utf8(&mut [0u8; 4])),
         }
     }
 }
@@ -660,14 +674,14 @@ mod tests {
 
     #[test]
     fn request_ids() {
-        assert!(is_sane_request_id("0123456789abcdefghij"));
-        assert!(!is_sane_request_id("short"));
-        assert!(!is_sane_request_id("0123456789abcdefghij\"x"));
-        assert!(!is_sane_request_id(&"a".repeat(201)));
+        assert!(is_sane_request_id(b"0123456789abcdefghij"));
+        assert!(!is_sane_request_id(b"short"));
+        assert!(!is_sane_request_id(b"0123456789abcdefghij\"x"));
+        assert!(!is_sane_request_id("a".repeat(201).as_bytes()));
         let id = new_request_id();
         assert_eq!(id.len(), 36);
         assert_eq!(id.as_bytes()[14], b'4');
-        assert!(is_sane_request_id(&id));
+        assert!(is_sane_request_id(id.as_bytes()));
     }
 
     #[test]
@@ -694,7 +708,7 @@ mod tests {
     #[test]
     fn log_fields_are_escaped() {
         let mut out = String::new();
-        push_quoted(&mut out, "/a\"b\\c\n");
+        push_quoted(&mut |t: &str| out.push_str(t), "/a\"b\\c\n");
         assert_eq!(out, "/a\\\"b\\\\c\\x0a");
         assert_eq!(html_escape("<x&\">"), "&lt;x&amp;&quot;&gt;");
     }

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::reqlog::RequestLog;
+use super::reqlog::{LogShard, RequestLog};
 use super::table::{now_ms, recent_ms, Routes};
 use super::upstream::{self, UpstreamConfig};
 use super::{proxy, tls, watch as routes_watch, RouterConfig, RouterError};
@@ -44,8 +44,12 @@ impl Shared {
 /// One client connection.
 pub(crate) struct Conn {
     pub shared: Arc<Shared>,
+    /// This worker thread's share of the request log.
+    pub log: LogShard,
     /// The client's address as text (for `X-Forwarded-For` and logs).
     pub client_ip: String,
+    /// The same, as the `X-Forwarded-For` of a request that had none.
+    pub client_ip_header: http::HeaderValue,
     /// `X-Forwarded-Port`: the port the client connected to.
     pub port_header: http::HeaderValue,
     pub tls: bool,
@@ -304,12 +308,14 @@ async fn worker(
     acceptor: Option<TlsAcceptor>,
 ) {
     let mut loops = Vec::new();
+    let log = shared.log.shard();
     match TcpListener::from_std(http) {
         Ok(listener) => loops.push(tokio::spawn(accept_loop(
             listener,
             None,
             Arc::clone(&shared),
             Arc::clone(&limit),
+            log.clone(),
         ))),
         Err(e) => eprintln!("slipway router: a worker cannot use its HTTP listener: {e}"),
     }
@@ -320,6 +326,7 @@ async fn worker(
                 Some(acceptor),
                 Arc::clone(&shared),
                 Arc::clone(&limit),
+                log.clone(),
             ))),
             Err(e) => eprintln!("slipway router: a worker cannot use its HTTPS listener: {e}"),
         }
@@ -348,6 +355,7 @@ async fn accept_loop(
     acceptor: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
+    log: LogShard,
 ) {
     let mut shutdown = shared.shutdown.clone();
     let port_header = http::HeaderValue::from(listener.local_addr().map_or(0, |a| a.port()));
@@ -370,9 +378,13 @@ async fn accept_loop(
             _ = shutdown.changed() => return,
         };
         let _ = stream.set_nodelay(true);
+        let client_ip = peer.ip().to_canonical().to_string();
         let conn = Arc::new(Conn {
             shared: Arc::clone(&shared),
-            client_ip: peer.ip().to_canonical().to_string(),
+            log: log.clone(),
+            client_ip_header: http::HeaderValue::from_str(&client_ip)
+                .expect("an IP address is header-safe"),
+            client_ip,
             port_header: port_header.clone(),
             tls: acceptor.is_some(),
             state: Mutex::new(ConnState {
@@ -488,27 +500,26 @@ async fn drive<C: GracefulConnection>(
     token: Arc<()>,
 ) {
     let _held = (permit, token);
-    let mut shutdown = conn.shared.shutdown.clone();
     let idle_limit = conn.shared.config.header_timeout.as_millis() as u64;
     let mut connection = std::pin::pin!(connection);
-    let mut closing = *shutdown.borrow();
-    if closing {
-        connection.as_mut().graceful();
-    }
-    let idle_check = tokio::time::sleep(Duration::from_millis(idle_limit));
-    let mut idle_check = std::pin::pin!(idle_check);
+    // The reasons to close, made once: this loop runs on every wake-up of the connection.
+    let mut shutdown = conn.shared.shutdown.clone();
+    let close_asked = async {
+        tokio::select! {
+            () = conn.close.notified() => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+    };
+    let mut close_asked = std::pin::pin!(close_asked);
+    let mut idle_check = std::pin::pin!(tokio::time::sleep(Duration::from_millis(idle_limit)));
+    let mut closing = false;
     loop {
         tokio::select! {
+            biased;
             _ = connection.as_mut() => return,
-            () = conn.close.notified(), if !closing => {
+            () = close_asked.as_mut(), if !closing => {
                 closing = true;
                 connection.as_mut().graceful();
-            }
-            changed = shutdown.changed(), if !closing => {
-                if changed.is_err() || *shutdown.borrow() {
-                    closing = true;
-                    connection.as_mut().graceful();
-                }
             }
             () = idle_check.as_mut(), if !closing => {
                 let idle_for = conn.idle_for(now_ms());
@@ -516,8 +527,8 @@ async fn drive<C: GracefulConnection>(
                     closing = true;
                     connection.as_mut().graceful();
                 } else {
-                    let wait = idle_limit - idle_for;
-                    idle_check.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(wait));
+                    let wait = Duration::from_millis(idle_limit - idle_for);
+                    idle_check.as_mut().reset(tokio::time::Instant::now() + wait);
                 }
             }
         }

@@ -156,9 +156,13 @@ pub(crate) async fn forward(
     body: Incoming,
     refused: &mut Vec<Arc<Backend>>,
 ) -> Result<Forwarded, ForwardError> {
-    let progress = Arc::new(Progress {
-        last: AtomicU64::new(recent_ms()),
-        client_failed: AtomicBool::new(false),
+    let mut sent_at = recent_ms();
+    // Only a request body has progress to track.
+    let progress = (!body.is_end_stream()).then(|| {
+        Arc::new(Progress {
+            last: AtomicU64::new(sent_at),
+            client_failed: AtomicBool::new(false),
+        })
     });
     let replayable = body.is_end_stream() && head.method.is_idempotent();
     let mut body = (!body.is_end_stream()).then_some(body);
@@ -215,22 +219,25 @@ pub(crate) async fn forward(
             None => {
                 let head = if replay { head.clone() } else { head.take() }
                     .expect("a request head is only given up when it cannot be needed again");
-                let body = match body.take() {
-                    Some(inner) => Either::Left(RequestBody {
+                let body = match (body.take(), &progress) {
+                    (Some(inner), Some(progress)) => Either::Left(RequestBody {
                         inner,
-                        progress: Arc::clone(&progress),
+                        progress: Arc::clone(progress),
                     }),
-                    None => Either::Right(Empty::new()),
+                    _ => Either::Right(Empty::new()),
                 };
                 head.into_request(body)
             }
         };
         if attempts > 1 {
-            progress.touch(now_ms());
+            sent_at = now_ms();
+            if let Some(progress) = &progress {
+                progress.touch(sent_at);
+            }
         }
         let sent = tokio::select! {
             sent = sender.try_send_request(request) => sent,
-            () = head_deadline(&progress, config.backend_timeout) => {
+            () = head_deadline(progress.as_deref(), sent_at, config.backend_timeout) => {
                 return Err(ForwardError::Timeout(Arc::clone(backend)));
             }
         };
@@ -250,7 +257,10 @@ pub(crate) async fn forward(
                 if let Some(request) = error.take_message() {
                     unsent = Some(request);
                     again = Some(index);
-                } else if progress.client_failed.load(Ordering::Relaxed) {
+                } else if progress
+                    .as_ref()
+                    .is_some_and(|p| p.client_failed.load(Ordering::Relaxed))
+                {
                     return Err(ForwardError::ClientGone(Arc::clone(backend)));
                 } else if replay {
                     again = Some(index);
@@ -285,12 +295,13 @@ fn pick(app: &App, tried: &[usize], now: u64) -> Option<usize> {
 
 /// Resolves when the request body has made no progress for `timeout`, or `timeout` after
 /// it was sent whole, whichever is the case.
-async fn head_deadline(progress: &Progress, timeout: Duration) {
+async fn head_deadline(progress: Option<&Progress>, sent_at: u64, timeout: Duration) {
     let limit = timeout.as_millis() as u64;
-    let mut due = progress.last.load(Ordering::Relaxed) + limit;
+    let last = || progress.map_or(sent_at, |p| p.last.load(Ordering::Relaxed));
+    let mut due = last() + limit;
     loop {
         tokio::time::sleep_until(instant_at(due)).await;
-        let moved = progress.last.load(Ordering::Relaxed) + limit;
+        let moved = last() + limit;
         if moved <= due {
             return;
         }
