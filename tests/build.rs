@@ -460,7 +460,8 @@ fn failing_buildpack_shows_its_last_lines_and_exit_code() {
         &["-a", "failing", "--buildpack", bp.to_str().unwrap()],
     );
     assert!(!ok);
-    assert!(log.contains("something broke here"), "{log}");
+    // Shown once, as it happened, not again in the error.
+    assert_eq!(log.matches("something broke here").count(), 1, "{log}");
     assert!(log.contains("exit code 3"), "{log}");
     assert!(
         std::fs::read_dir(env.data().join("builds"))
@@ -763,4 +764,130 @@ fn a_hostile_build_cannot_make_the_builder_read_or_write_host_files() {
             .unwrap_or(true),
         "build dir left"
     );
+}
+
+/// A buildpack that records each build in the cache and fails when the app has a `fail` file.
+fn cache_recording_buildpack(env: &Env) -> PathBuf {
+    let bp = env.dir.path().join("bp-cache");
+    write_buildpack(
+        &bp,
+        "Cache",
+        concat!(
+            "echo \"-----> cache holds: $(ls \"$CACHE_DIR\" | tr '\\n' ' ')\"\n",
+            "if [ -f \"$BUILD_DIR/fail\" ]; then touch \"$CACHE_DIR/poison\"; exit 1; fi\n",
+            "[ -f \"$BUILD_DIR/slow\" ] && sleep 2\n",
+            "touch \"$CACHE_DIR/good-$(cat \"$BUILD_DIR/n\")\"\n",
+            "mkdir -p \"$BUILD_DIR/www\" && echo ok > \"$BUILD_DIR/www/index.html\""
+        ),
+        Some(
+            "---\ndefault_process_types:\n  web: python3 -m http.server $PORT --directory /app/www",
+        ),
+    );
+    bp
+}
+
+fn app_with(env: &Env, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let app = env.dir.path().join(name);
+    std::fs::create_dir_all(&app).unwrap();
+    for (f, content) in files {
+        std::fs::write(app.join(f), content).unwrap();
+    }
+    app
+}
+
+#[test]
+fn a_failed_build_leaves_the_cache_of_the_last_good_one() {
+    let env = Env::new();
+    let bp = cache_recording_buildpack(&env);
+    let bp = bp.to_str().unwrap();
+    let good = app_with(&env, "good", &[("n", "1")]);
+    env.build_ok(&good, &["-a", "cached", "--buildpack", bp]);
+    let bad = app_with(&env, "bad", &[("n", "2"), ("fail", "")]);
+    let (ok, log, _) = env.build(&bad, &["-a", "cached", "--buildpack", bp]);
+    assert!(!ok, "{log}");
+    assert!(log.contains("cache holds: good-1"), "{log}");
+    let again = app_with(&env, "again", &[("n", "3")]);
+    let (log, _) = env.build_ok(&again, &["-a", "cached", "--buildpack", bp]);
+    // The failed build's writes (poison) are gone; the good build's stay.
+    assert!(log.contains("cache holds: good-1 "), "{log}");
+    assert!(!log.contains("poison"), "{log}");
+}
+
+#[test]
+fn two_builds_of_one_app_at_once_both_succeed_in_turn() {
+    let env = Env::new();
+    let bp = cache_recording_buildpack(&env);
+    let bp = bp.to_str().unwrap();
+    let a = app_with(&env, "a", &[("n", "1"), ("slow", "")]);
+    let b = app_with(&env, "b", &[("n", "2"), ("slow", "")]);
+    let (ra, rb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| env.build(&a, &["-a", "twice", "--buildpack", bp]));
+        let tb = s.spawn(|| env.build(&b, &["-a", "twice", "--buildpack", bp]));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert!(ra.0, "{}", ra.1);
+    assert!(rb.0, "{}", rb.1);
+    let waited = [&ra.1, &rb.1]
+        .iter()
+        .filter(|l| l.contains("Waiting for another build of twice"))
+        .count();
+    assert_eq!(
+        waited, 1,
+        "one build waits for the other:\n{}\n---\n{}",
+        ra.1, rb.1
+    );
+    // The second build saw the first one's cache: they ran in turn, not at once.
+    assert!(
+        ra.1.contains("cache holds: good-2") || rb.1.contains("cache holds: good-1"),
+        "{}\n---\n{}",
+        ra.1,
+        rb.1
+    );
+}
+
+#[test]
+fn the_same_source_builds_the_same_slug() {
+    let env = Env::new();
+    for app in ["apps/static", "apps/procfile"] {
+        let (_, first) = env.build_ok(&fixture(app), &["-a", "same"]);
+        let (_, second) = env.build_ok(&fixture(app), &["-a", "same"]);
+        assert_eq!(slug_of(&first), slug_of(&second), "{app} built twice");
+    }
+}
+
+#[test]
+fn slugs_are_listed_pruned_and_removed() {
+    let env = Env::new();
+    let one = app_with(&env, "one", &[("Procfile", "web: sleep 100\n")]);
+    let two = app_with(&env, "two", &[("Procfile", "web: sleep 200\n")]);
+    let (_, a) = env.build_ok(&one, &["-a", "kept"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, b) = env.build_ok(&two, &["-a", "kept"]);
+    let list = |env: &Env| -> Vec<String> {
+        let out = env.cmd().args(["slug", "list", "--json"]).output().unwrap();
+        assert!(out.status.success());
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(list(&env).len(), 2);
+    let st = env
+        .cmd()
+        .args(["slug", "prune", "--keep", "1"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The newest stays.
+    assert_eq!(list(&env), vec![slug_of(&b)]);
+    assert!(!env.data().join("slugs").join(slug_of(&a)).exists());
+    let st = env
+        .cmd()
+        .args(["slug", "rm", &slug_of(&b)[..8]])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(list(&env).is_empty());
 }

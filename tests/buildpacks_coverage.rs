@@ -128,7 +128,18 @@ impl Env {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
+        // Announced once the port accepts connections; the app may print before that.
+        let mut early = Vec::new();
+        let first = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("slug run ended early:\n{}", early.join("\n")))
+                .unwrap();
+            if line.contains("listening on http://") {
+                break line;
+            }
+            early.push(line);
+        };
         let addr = first
             .split_whitespace()
             .last()

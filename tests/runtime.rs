@@ -692,3 +692,23 @@ fn the_init_reaps_orphans_and_passes_on_sigterm() {
     // sleep died of SIGTERM, and the init said so.
     assert_eq!(out.status.code(), Some(128 + 15));
 }
+
+#[test]
+fn a_kill_by_the_memory_limit_is_named() {
+    // 200 MB into a shell variable under a 32 MiB limit.
+    let f = Fixture::new(&[
+        "sh",
+        "-c",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    f.edit(|c| {
+        c["linux"]["resources"]["memory"] =
+            serde_json::json!({"limit": 32 << 20, "swap": 32 << 20});
+    });
+    let (code, out, err) = f.run();
+    assert!(!out.contains("survived"), "{out}");
+    assert!(
+        err.contains("out of memory (limit 32 MiB)"),
+        "exit {code}, stderr: {err}"
+    );
+}

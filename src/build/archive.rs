@@ -14,19 +14,16 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::sys::io::{at, walking, PathError};
+
 /// Longest name that fits a tar header without a GNU long-name entry.
 const TAR_NAME_FIELD: usize = 100;
 
 /// What can go wrong reading or writing an archive.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("archive entry {entry:?} refused: {reason}; the archive is damaged or made to escape its directory, and nothing of it was kept")]
     HostileEntry { entry: String, reason: String },
     #[error("archive {path} is unpacked {size} bytes, over the limit of {limit} bytes; use a smaller archive")]
@@ -38,14 +35,6 @@ pub enum ArchiveError {
 }
 
 type Result<T> = std::result::Result<T, ArchiveError>;
-
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ArchiveError + 'a {
-    move |source| ArchiveError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// Removes `path` (file or tree), first giving directories back their write
 /// bit so that a read-only tree can be removed by a non-root owner too.
@@ -167,16 +156,23 @@ fn append_named<W: Write, R: Read>(
     builder.append(header, data)
 }
 
-/// A tar header for `meta`: numeric owner, mtime, permission bits without
-/// setuid/setgid (the unpacked slug sits on the host, where a setuid-root
-/// file would be a way up for any host user who can reach it).
-fn header_for(meta: &fs::Metadata, kind: tar::EntryType, size: u64) -> tar::Header {
+/// A tar header for `meta`: numeric owner, mtime (no later than `clamp`, when given: what a
+/// build made gets the source's newest time, so the same source packs to the same bytes),
+/// permission bits without setuid/setgid (the unpacked slug sits on the host, where a
+/// setuid-root file would be a way up for any host user who can reach it).
+fn header_for(
+    meta: &fs::Metadata,
+    kind: tar::EntryType,
+    size: u64,
+    clamp: Option<u64>,
+) -> tar::Header {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(kind);
     header.set_mode(meta.mode() & 0o1777);
     header.set_uid(meta.uid() as u64);
     header.set_gid(meta.gid() as u64);
-    header.set_mtime(meta.mtime().max(0) as u64);
+    let mtime = meta.mtime().max(0) as u64;
+    header.set_mtime(clamp.map_or(mtime, |c| mtime.min(c)));
     header.set_size(size);
     header
 }
@@ -207,13 +203,17 @@ impl<R: Read> Read for ExactReader<R> {
     }
 }
 
-pub fn write_item<W: Write>(builder: &mut tar::Builder<W>, item: &PackItem) -> Result<()> {
+pub fn write_item<W: Write>(
+    builder: &mut tar::Builder<W>,
+    item: &PackItem,
+    mtime_clamp: Option<u64>,
+) -> Result<()> {
     let file_type = item.meta.file_type();
     let result = if file_type.is_dir() {
-        let mut header = header_for(&item.meta, tar::EntryType::Directory, 0);
+        let mut header = header_for(&item.meta, tar::EntryType::Directory, 0, mtime_clamp);
         append_named(builder, &mut header, &item.name, None, io::empty())
     } else if let Some(target) = &item.link_target {
-        let mut header = header_for(&item.meta, tar::EntryType::Symlink, 0);
+        let mut header = header_for(&item.meta, tar::EntryType::Symlink, 0, mtime_clamp);
         let target = target.as_os_str().as_bytes();
         append_named(builder, &mut header, &item.name, Some(target), io::empty())
     } else {
@@ -223,9 +223,9 @@ pub fn write_item<W: Write>(builder: &mut tar::Builder<W>, item: &PackItem) -> R
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&item.path)
-            .map_err(io_err("opening", &item.path))?;
+            .map_err(at("opening", &item.path))?;
         let size = item.meta.len();
-        let mut header = header_for(&item.meta, tar::EntryType::Regular, size);
+        let mut header = header_for(&item.meta, tar::EntryType::Regular, size, mtime_clamp);
         let reader = ExactReader {
             inner: BufReader::with_capacity(1 << 16, file),
             remaining: size,
@@ -233,7 +233,7 @@ pub fn write_item<W: Write>(builder: &mut tar::Builder<W>, item: &PackItem) -> R
         };
         append_named(builder, &mut header, &item.name, None, reader)
     };
-    result.map_err(io_err("packing", &item.path))
+    Ok(result.map_err(at("packing", &item.path))?)
 }
 
 /// How [`extract_tar`] treats what it writes.
@@ -328,9 +328,9 @@ pub fn extract_tar<R: Read>(reader: R, dest: &Path, options: &ExtractOptions) ->
     {
         let entries = archive
             .entries()
-            .map_err(io_err("reading archive into", dest))?;
+            .map_err(at("reading archive into", dest))?;
         for entry in entries {
-            let mut entry = entry.map_err(io_err("reading archive into", dest))?;
+            let mut entry = entry.map_err(at("reading archive into", dest))?;
             let raw = entry.path_bytes().into_owned();
             let name = String::from_utf8_lossy(&raw).into_owned();
             let hostile = |reason: String| ArchiveError::HostileEntry {
@@ -494,14 +494,10 @@ pub fn make_read_only_dirs(root: &Path) -> Result<()> {
         .follow_links(false)
         .contents_first(true)
     {
-        let entry = entry.map_err(|e| ArchiveError::Io {
-            action: "walking",
-            path: root.to_path_buf(),
-            source: e.into(),
-        })?;
+        let entry = entry.map_err(walking("walking", root))?;
         if entry.file_type().is_dir() {
             fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o555))
-                .map_err(io_err("making read-only", entry.path()))?;
+                .map_err(at("making read-only", entry.path()))?;
         }
     }
     Ok(())

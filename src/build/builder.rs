@@ -21,6 +21,7 @@ use super::untrusted::{read_text_beneath, UntrustedFileError};
 use crate::config::Config;
 use crate::sandbox::{interrupt, Bind, Container, Outcome, Place, ProcessSpec, Sandbox, Workspace};
 use crate::stacks::{Stack, StackStore, STACK_UID};
+use crate::sys::io::{at, PathError};
 
 const BUILD_SCRIPT: &str = include_str!("build.sh");
 
@@ -34,7 +35,9 @@ pub enum BuildError {
     Input(String),
     #[error("no buildpack recognised this app (tried: {tried}); add requirements.txt, package.json, go.mod, index.html or a Procfile, or set BUILDPACK_URL")]
     NotDetected { tried: String },
-    #[error("buildpack {name} failed with exit code {code}; its last lines:\n{last_lines}")]
+    /// The build's output was streamed as it happened: the message does not repeat it;
+    /// `last_lines` keeps its end for callers that did not show it.
+    #[error("buildpack {name} failed with exit code {code} (its output is above)")]
     BuildpackFailed {
         name: String,
         code: i32,
@@ -44,7 +47,7 @@ pub enum BuildError {
     ReleaseFailed { name: String },
     #[error("the build took longer than {0:?} and was stopped; make it faster or raise the timeout (--timeout)")]
     Timeout(Duration),
-    #[error("the build container failed (exit code {code}); last lines:\n{last_lines}")]
+    #[error("the build container failed with exit code {code} (its output is above)")]
     Container { code: i32, last_lines: String },
     #[error(transparent)]
     AppName(#[from] AppNameError),
@@ -68,17 +71,8 @@ pub enum BuildError {
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("the build was stopped (signal {0}); nothing of it was kept")]
     Interrupted(i32),
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
-    let path = path.to_path_buf();
-    move |source| BuildError::Io { what, path, source }
+    #[error(transparent)]
+    Io(#[from] PathError),
 }
 
 /// What a build is asked to do (where things live comes from the `Config`).
@@ -154,8 +148,13 @@ fn random_suffix() -> String {
     hex::encode(b)
 }
 
-/// Copy a tree, keeping modes and symlinks, skipping `.git`; owned by `uid` afterwards.
-fn copy_tree(from: &Path, to: &Path, uid: u32) -> Result<(), BuildError> {
+/// Copy a tree, keeping modes, times and symlinks, skipping `.git`; owned by `uid` afterwards.
+/// Returns the newest modification time of the source (seconds).
+fn copy_tree(from: &Path, to: &Path, uid: u32) -> Result<u64, BuildError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut newest = 0u64;
+    // Directories get their times last: copying into them changes them.
+    let mut dir_times = Vec::new();
     for entry in walkdir::WalkDir::new(from)
         .follow_links(false)
         .into_iter()
@@ -165,28 +164,47 @@ fn copy_tree(from: &Path, to: &Path, uid: u32) -> Result<(), BuildError> {
             entry.map_err(|e| BuildError::Input(format!("read source {}: {e}", from.display())))?;
         let rel = entry.path().strip_prefix(from).expect("under the root");
         let dest = to.join(rel);
+        let meta = entry.metadata().map_err(|e| {
+            BuildError::Input(format!("read source {}: {e}", entry.path().display()))
+        })?;
         let ft = entry.file_type();
         if ft.is_dir() {
-            std::fs::create_dir_all(&dest).map_err(io("create", &dest))?;
-            let mode = entry
-                .metadata()
-                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
-                .unwrap_or(0o755);
+            std::fs::create_dir_all(&dest).map_err(at("create", &dest))?;
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
             let _ = std::fs::set_permissions(
                 &dest,
                 std::os::unix::fs::PermissionsExt::from_mode(mode | 0o700),
             );
+            dir_times.push((dest.clone(), meta.mtime(), meta.mtime_nsec()));
         } else if ft.is_symlink() {
-            let target = std::fs::read_link(entry.path()).map_err(io("read link", entry.path()))?;
-            std::os::unix::fs::symlink(&target, &dest).map_err(io("create link", &dest))?;
+            let target = std::fs::read_link(entry.path()).map_err(at("read link", entry.path()))?;
+            std::os::unix::fs::symlink(&target, &dest).map_err(at("create link", &dest))?;
+            set_mtime(&dest, meta.mtime(), meta.mtime_nsec());
         } else if ft.is_file() {
-            std::fs::copy(entry.path(), &dest).map_err(io("copy", entry.path()))?;
+            std::fs::copy(entry.path(), &dest).map_err(at("copy", entry.path()))?;
+            set_mtime(&dest, meta.mtime(), meta.mtime_nsec());
         } else {
             continue; // sockets, fifos, devices do not belong in a slug
         }
+        newest = newest.max(meta.mtime().max(0) as u64);
         let _ = std::os::unix::fs::lchown(&dest, Some(uid), Some(uid));
     }
-    Ok(())
+    for (dir, secs, nsecs) in dir_times.into_iter().rev() {
+        set_mtime(&dir, secs, nsecs);
+    }
+    Ok(newest)
+}
+
+/// Set the access and modification times of `path` itself (never a link's target).
+fn set_mtime(path: &Path, secs: i64, nsecs: i64) {
+    let t = nix::sys::time::TimeSpec::new(secs, nsecs);
+    let _ = nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    );
 }
 
 /// Write `content` to a new file at `path`, replacing a file or symlink there without following
@@ -197,7 +215,7 @@ fn write_replacing(path: &Path, content: &str) -> Result<(), BuildError> {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io("replace", path)(e)),
+        Err(e) => return Err(PathError::new("replace", path, e).into()),
     }
     std::fs::OpenOptions::new()
         .write(true)
@@ -206,7 +224,8 @@ fn write_replacing(path: &Path, content: &str) -> Result<(), BuildError> {
         .mode(0o644)
         .open(path)
         .and_then(|mut f| f.write_all(content.as_bytes()))
-        .map_err(io("write", path))
+        .map_err(at("write", path))?;
+    Ok(())
 }
 
 /// A buildpack ready to mount: its dir (a writable copy, for `export`) and its label.
@@ -222,7 +241,7 @@ fn prepare_buildpacks(
     log: &mut dyn FnMut(&str),
 ) -> Result<Vec<PreparedBuildpack>, BuildError> {
     let fetch_cache = config.data_dir.join("buildpacks");
-    std::fs::create_dir_all(&fetch_cache).map_err(io("create", &fetch_cache))?;
+    std::fs::create_dir_all(&fetch_cache).map_err(at("create", &fetch_cache))?;
     let url = opts
         .env
         .iter()
@@ -364,6 +383,13 @@ pub fn build(
     let procfile = read_text_beneath(&opts.source_dir, "Procfile", MAX_METADATA_BYTES)
         .map_err(BuildError::AppFile)?;
     let cache = BuildCache::new(&config.data_dir, &opts.app)?;
+    // Builds of one app run one after the other: they share its cache.
+    let _cache_lock = cache.lock(&mut || {
+        log(&format!(
+            "-----> Waiting for another build of {} to finish",
+            opts.app
+        ))
+    })?;
     let stacks = StackStore::new(&config.stacks_dir);
     let stack =
         stacks.ensure_with_progress("build", &mut |line: &str| log(&format!("       {line}")))?;
@@ -374,20 +400,20 @@ pub fn build(
     let ws = Workspace::create(&place.workspaces, &id)?;
     for d in ["app", "env", "buildpacks", "slipway/out"] {
         let p = ws.dir().join(d);
-        std::fs::create_dir_all(&p).map_err(io("create", &p))?;
+        std::fs::create_dir_all(&p).map_err(at("create", &p))?;
     }
-    copy_tree(&opts.source_dir, &ws.dir().join("app"), STACK_UID)?;
+    let source_epoch = copy_tree(&opts.source_dir, &ws.dir().join("app"), STACK_UID)?;
     let _ = std::os::unix::fs::lchown(ws.dir().join("app"), Some(STACK_UID), Some(STACK_UID));
     for (k, val) in &opts.env {
         let p = ws.dir().join("env").join(k);
-        std::fs::write(&p, val).map_err(io("write", &p))?;
+        std::fs::write(&p, val).map_err(at("write", &p))?;
     }
     let mut mode = String::new();
     let packs = prepare_buildpacks(config, opts, ws.dir(), &mut mode, log)?;
     let slipway_dir = ws.dir().join("slipway");
     std::fs::write(slipway_dir.join("build.sh"), BUILD_SCRIPT)
-        .map_err(io("write", &slipway_dir))?;
-    std::fs::write(slipway_dir.join("mode"), &mode).map_err(io("write", &slipway_dir))?;
+        .map_err(at("write", &slipway_dir))?;
+    std::fs::write(slipway_dir.join("mode"), &mode).map_err(at("write", &slipway_dir))?;
     for p in [
         slipway_dir.clone(),
         slipway_dir.join("out"),
@@ -400,8 +426,13 @@ pub fn build(
         return Err(BuildError::Interrupted(sig));
     }
 
-    let container = build_container(opts, ws.dir(), &stack, cache.dir());
+    let cache_view = ws.dir().join("cache-view");
+    let container = build_container(opts, ws.dir(), &stack, &cache_view);
     let mut sandbox = Sandbox::prepare(&place, ws, &container)?;
+    // Made after the sandbox, so dropped before it: the view is unmounted before the
+    // workspace holding it is removed.
+    let cache_session = cache.session(sandbox.workspace(), STACK_UID)?;
+    debug_assert_eq!(cache_session.view(), cache_view);
     let mut lines: Vec<String> = Vec::new();
     let outcome = sandbox.run(opts.timeout, &mut |line| {
         log(line);
@@ -473,7 +504,7 @@ pub fn build(
     log("-----> Compressing...");
     let slugs = SlugStore::new(&config.data_dir);
     let app_dir = sandbox.workspace().join("app");
-    let slug: Slug = slugs.pack(&app_dir, opts.slug_limit)?;
+    let slug: Slug = slugs.pack_clamped(&app_dir, opts.slug_limit, Some(source_epoch))?;
     // The packed tree becomes the slug's layer as it is: no need to unpack the archive.
     let unpacked = slugs.adopt(&slug.id, &app_dir)?;
     if !slug.removed_by_slugignore.is_empty() {
@@ -508,9 +539,11 @@ pub fn build(
         source_version: opts.source_version.clone(),
         config_vars,
     };
+    // Only a successful build's changes reach the stored cache.
+    cache_session.commit()?;
     let meta = slug.archive.with_extension("").with_extension("json");
     std::fs::write(&meta, serde_json::to_vec_pretty(&result).expect("json"))
-        .map_err(io("write", &meta))?;
+        .map_err(at("write", &meta))?;
     Ok(result)
 }
 

@@ -25,11 +25,11 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::sys::child::{self, Output, Supervised};
-
 use sha2::{Digest, Sha256};
 
 use super::archive::{extract_tar, remove_tree, ArchiveError, ExtractOptions};
+use crate::sys::child::{self, Output, Supervised};
+use crate::sys::io::{at, PathError};
 
 /// Longest time one `git` command may take.
 pub const GIT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -103,24 +103,11 @@ pub enum SourceError {
         #[source]
         source: ArchiveError,
     },
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
 }
 
 type Result<T> = std::result::Result<T, SourceError>;
-
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SourceError + 'a {
-    move |source| SourceError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// What buildpack sources that the app owns (its `.buildpacks`, its `BUILDPACK_URL` config
 /// var) may name: the operator's choice, passed into the builder. By default only URLs; a
@@ -179,8 +166,12 @@ fn has_tarball_suffix(url: &str) -> bool {
 
 /// A working tree (`.git` inside) or a bare repository.
 fn is_git_repo(dir: &Path) -> bool {
-    dir.join(".git").exists()
-        || (dir.join("HEAD").is_file() && dir.join("objects").is_dir() && dir.join("refs").is_dir())
+    dir.join(".git").exists() || is_bare_git_repo(dir)
+}
+
+/// A bare repository: git's own files at the top, no working tree.
+fn is_bare_git_repo(dir: &Path) -> bool {
+    dir.join("HEAD").is_file() && dir.join("objects").is_dir() && dir.join("refs").is_dir()
 }
 
 /// `user@host:path`, git's scp-like syntax for ssh.
@@ -365,6 +356,11 @@ impl BuildpackSource {
                 reference: reference.clone(),
                 what: "a plain directory (not a git repository)",
             }),
+            // A bare repository has no working tree to use as a buildpack: clone its HEAD.
+            None if is_bare_git_repo(&path) => Ok(BuildpackSource::Git {
+                url: format!("file://{}", path.display()),
+                reference: None,
+            }),
             None => Ok(BuildpackSource::Dir(path)),
         }
     }
@@ -386,7 +382,7 @@ impl BuildpackSource {
             check_buildpack(&self.to_string(), dir)?;
             return Ok(dir.clone());
         }
-        fs::create_dir_all(cache_dir).map_err(io_err("creating", cache_dir))?;
+        fs::create_dir_all(cache_dir).map_err(at("creating", cache_dir))?;
         let dest = cache_dir.join(self.cache_key());
         if dest.is_dir() && check_buildpack(&self.to_string(), &dest).is_ok() {
             let moving_branch = matches!(self, BuildpackSource::Git { .. }) && on_branch(&dest);
@@ -400,7 +396,7 @@ impl BuildpackSource {
             std::process::id(),
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        fs::create_dir(&work).map_err(io_err("creating", &work))?;
+        fs::create_dir(&work).map_err(at("creating", &work))?;
         let result = self
             .fetch_into(&work)
             .and_then(|tree| {
@@ -427,7 +423,7 @@ impl BuildpackSource {
                 let download = work.join("download");
                 curl_download(&spec, url, &download)?;
                 let tree = work.join("tree");
-                fs::create_dir(&tree).map_err(io_err("creating", &tree))?;
+                fs::create_dir(&tree).map_err(at("creating", &tree))?;
                 unpack_tarball(&spec, &download, &tree)?;
                 single_top_level_dir(&tree)
             }
@@ -505,7 +501,7 @@ fn install(tree: &Path, dest: &Path, cache_dir: &Path) -> Result<()> {
     match fs::rename(tree, dest) {
         Ok(()) => Ok(()),
         Err(_) if dest.is_dir() => Ok(()),
-        Err(e) => Err(io_err("moving into place", dest)(e)),
+        Err(e) => Err(PathError::new("moving into place", dest, e).into()),
     }
 }
 
@@ -549,11 +545,7 @@ fn run_tool(tool: &'static str, command: &mut Command, timeout: Duration) -> Res
         if source.kind() == io::ErrorKind::NotFound {
             SourceError::ToolMissing { tool, source }
         } else {
-            SourceError::Io {
-                action: "starting",
-                path: PathBuf::from(tool),
-                source,
-            }
+            PathError::new("starting", tool, source).into()
         }
     })?;
     Ok(ToolRun {
@@ -691,9 +683,9 @@ fn curl_download(spec: &str, url: &str, output: &Path) -> Result<()> {
 /// Extracts a tar, tar.gz or tar.zst file (told apart by their first bytes).
 fn unpack_tarball(spec: &str, file: &Path, tree: &Path) -> Result<()> {
     let mut magic = [0u8; 4];
-    let mut probe = File::open(file).map_err(io_err("opening", file))?;
-    let n = probe.read(&mut magic).map_err(io_err("reading", file))?;
-    let reader = BufReader::new(File::open(file).map_err(io_err("opening", file))?);
+    let mut probe = File::open(file).map_err(at("opening", file))?;
+    let n = probe.read(&mut magic).map_err(at("reading", file))?;
+    let reader = BufReader::new(File::open(file).map_err(at("opening", file))?);
     let options = ExtractOptions {
         keep_owners: false,
         read_only: false,
@@ -706,7 +698,7 @@ fn unpack_tarball(spec: &str, file: &Path, tree: &Path) -> Result<()> {
     if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         extract_tar(flate2::read::GzDecoder::new(reader), tree, &options).map_err(archive_err)?;
     } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        let decoder = zstd::Decoder::new(reader).map_err(io_err("decompressing", file))?;
+        let decoder = zstd::Decoder::new(reader).map_err(at("decompressing", file))?;
         extract_tar(decoder, tree, &options).map_err(archive_err)?;
     } else {
         extract_tar(reader, tree, &options).map_err(archive_err)?;
@@ -722,9 +714,9 @@ fn single_top_level_dir(tree: &Path) -> Result<PathBuf> {
         return Ok(tree.to_path_buf());
     }
     let entries: Vec<_> = fs::read_dir(tree)
-        .map_err(io_err("reading", tree))?
+        .map_err(at("reading", tree))?
         .collect::<io::Result<_>>()
-        .map_err(io_err("reading", tree))?;
+        .map_err(at("reading", tree))?;
     if let [only] = entries.as_slice() {
         if only.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             return Ok(only.path());
@@ -855,6 +847,21 @@ mod tests {
                 BuildpackSource::parse(&spec, b).unwrap_or_else(|e| panic!("{spec:?}: {e}"));
             assert_eq!(parsed, expected, "{spec:?}");
         }
+    }
+
+    #[test]
+    fn a_bare_repository_without_a_ref_is_cloned_at_its_head() {
+        let base = fixture();
+        let bare = base.path().join("bp.git");
+        for d in ["objects", "refs"] {
+            std::fs::create_dir_all(bare.join(d)).unwrap();
+        }
+        std::fs::write(bare.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        let src = BuildpackSource::parse(bare.to_str().unwrap(), base.path()).unwrap();
+        assert!(
+            matches!(&src, BuildpackSource::Git { reference: None, url } if url.starts_with("file://")),
+            "{src:?}"
+        );
     }
 
     #[test]

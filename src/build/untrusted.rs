@@ -15,6 +15,8 @@ use nix::errno::Errno;
 use nix::fcntl::{open, openat, OFlag};
 use nix::sys::stat::Mode;
 
+use crate::sys::io::{at, PathError};
+
 /// Why a file of an app-controlled tree was not read. The messages state the fact; callers say
 /// what to do, which depends on who controls the tree.
 #[derive(Debug, thiserror::Error)]
@@ -29,12 +31,8 @@ pub enum UntrustedFileError {
     TooLarge { path: PathBuf, limit: u64 },
     #[error("{path} is not UTF-8 text")]
     NotText { path: PathBuf },
-    #[error("reading {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
 }
 
 fn io_error(path: &Path, errno: Errno) -> UntrustedFileError {
@@ -42,10 +40,7 @@ fn io_error(path: &Path, errno: Errno) -> UntrustedFileError {
         Errno::ELOOP | Errno::ENOTDIR => UntrustedFileError::Symlink {
             path: path.to_path_buf(),
         },
-        e => UntrustedFileError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::from(e),
-        },
+        e => PathError::new("reading", path, e.into()).into(),
     }
 }
 
@@ -88,20 +83,14 @@ pub fn read_text_beneath(
         Err(Errno::ENOENT) => return Ok(None),
         Err(e) => return Err(io_error(&path, e)),
     };
-    let meta = file.metadata().map_err(|source| UntrustedFileError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let meta = file.metadata().map_err(at("reading", &path))?;
     if !meta.is_file() {
         return Err(UntrustedFileError::NotAFile { path });
     }
     let mut bytes = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|source| UntrustedFileError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        .map_err(at("reading", &path))?;
     if bytes.len() as u64 > limit {
         return Err(UntrustedFileError::TooLarge { path, limit });
     }

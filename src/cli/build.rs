@@ -111,10 +111,23 @@ pub fn build(config: &Config, a: BuildArgs) -> anyhow::Result<u8> {
             "-----> Process types: {}",
             types
                 .iter()
+                .filter(|p| !process_types::is_phase(&p.name))
                 .map(|p| format!("{} ({})", p.name, p.origin))
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
+        for phase in types.iter().filter(|p| process_types::is_phase(&p.name)) {
+            log(&format!(
+                "-----> {} phase: `{}` (runs once per release, {})",
+                phase.name,
+                phase.command,
+                if phase.name == "release" {
+                    "before it goes live"
+                } else {
+                    "after its containers start, before traffic switches"
+                }
+            ));
+        }
     }
     if let Some(out) = &a.output {
         std::fs::copy(&result.archive, out)

@@ -174,6 +174,19 @@ pub enum Command {
 pub enum SlugCommand {
     /// Run one process of a slug in a container, in the foreground (Ctrl-C stops it).
     Run(slug::SlugRunArgs),
+    /// List the slugs in the store.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a slug (any unique id prefix).
+    Rm { slug: String },
+    /// Remove all but the newest slugs of each app.
+    Prune {
+        /// How many of each app's newest slugs to keep.
+        #[arg(long, default_value_t = 2)]
+        keep: usize,
+    },
 }
 
 /// Run the command; Ok holds the exit code.
@@ -214,6 +227,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Build(args) => build::build(&config, args),
         Command::Cache(command) => build::cache(&config, command).map(|_| 0),
         Command::Slug(SlugCommand::Run(args)) => slug::run(&config, args),
+        Command::Slug(SlugCommand::List { json }) => slug::list(&config, json).map(|_| 0),
+        Command::Slug(SlugCommand::Rm { slug }) => slug::remove(&config, &slug).map(|_| 0),
+        Command::Slug(SlugCommand::Prune { keep }) => slug::prune(&config, keep).map(|_| 0),
         Command::Router(args) => router::run(&config, args).map(|_| 0),
         Command::Token => daemon::token(&config),
         Command::Create(a) => apps::create(&client()?, a),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use slipway::build::builder::BuildResult;
-use slipway::build::slug::is_slug_id;
+use slipway::build::slug::{is_slug_id, SlugStore};
 use slipway::config::Config;
 use slipway::platform::process_types;
 use slipway::sandbox::{interrupt, mounts, Outcome, Place, Sandbox, Workspace};
@@ -83,6 +83,12 @@ pub fn run(config: &Config, a: SlugRunArgs) -> anyhow::Result<u8> {
         slipway::build::env_vars::check(k, v)?;
         env.push((k.to_string(), v.to_string()));
     }
+    // A buildpack's config_vars are defaults: a var given here wins (as on Heroku).
+    for (k, v) in &meta.config_vars {
+        if !env.iter().any(|(name, _)| name == k) {
+            env.push((k.clone(), v.clone()));
+        }
+    }
     mounts::enter_private_mount_ns()?;
     interrupt::start_watcher();
     let stack = StackStore::new(&config.stacks_dir).ensure("run")?;
@@ -152,4 +158,97 @@ fn announce_when_listening(addr: SocketAddr, process: &str) {
             std::thread::sleep(Duration::from_millis(100));
         }
     });
+}
+
+/// One stored slug, as `slug list` shows it.
+#[derive(serde::Serialize)]
+struct SlugEntry {
+    id: String,
+    app: String,
+    bytes: u64,
+    unpacked_bytes: u64,
+    /// Seconds since the epoch the archive was written.
+    created: u64,
+}
+
+fn entries(config: &Config) -> Vec<SlugEntry> {
+    let store = SlugStore::new(&config.data_dir);
+    store
+        .ids()
+        .into_iter()
+        .filter_map(|id| {
+            let slug = store.get(&id)?;
+            let app = std::fs::read(store.root().join(format!("{id}.json")))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<BuildResult>(&b).ok())
+                .map_or_else(|| "?".to_string(), |r| r.app);
+            let created = std::fs::metadata(&slug.archive)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            Some(SlugEntry {
+                id,
+                app,
+                bytes: slug.size,
+                unpacked_bytes: slug.unpacked_size,
+                created,
+            })
+        })
+        .collect()
+}
+
+pub fn list(config: &Config, json: bool) -> anyhow::Result<()> {
+    let mut all = entries(config);
+    all.sort_by(|a, b| (&a.app, b.created).cmp(&(&b.app, a.created)));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    println!(
+        "{:<14} {:<20} {:>10} {:>10}",
+        "SLUG", "APP", "SIZE", "UNPACKED"
+    );
+    for e in &all {
+        println!(
+            "{:<14} {:<20} {:>8.1}MB {:>8.1}MB",
+            &e.id[..12],
+            e.app,
+            e.bytes as f64 / 1e6,
+            e.unpacked_bytes as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
+pub fn remove(config: &Config, prefix: &str) -> anyhow::Result<()> {
+    let id = find_slug(config, prefix)?;
+    let freed = SlugStore::new(&config.data_dir).remove(&id)?;
+    println!("removed slug {} ({:.1} MB)", &id[..12], freed as f64 / 1e6);
+    Ok(())
+}
+
+pub fn prune(config: &Config, keep: usize) -> anyhow::Result<()> {
+    let store = SlugStore::new(&config.data_dir);
+    let mut all = entries(config);
+    all.sort_by(|a, b| (&a.app, b.created).cmp(&(&b.app, a.created)));
+    let (mut removed, mut freed, mut kept_of_app) = (0, 0u64, (String::new(), 0usize));
+    for e in all {
+        if kept_of_app.0 != e.app {
+            kept_of_app = (e.app.clone(), 0);
+        }
+        if kept_of_app.1 < keep {
+            kept_of_app.1 += 1;
+            continue;
+        }
+        match store.remove(&e.id) {
+            Ok(n) => {
+                removed += 1;
+                freed += n;
+            }
+            Err(err) => eprintln!("kept {}: {err}", &e.id[..12]),
+        }
+    }
+    println!("removed {removed} slugs ({:.1} MB)", freed as f64 / 1e6);
+    Ok(())
 }

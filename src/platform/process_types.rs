@@ -42,6 +42,15 @@ pub fn merge_process_types(
     merged
 }
 
+/// Procfile entries that are hooks of a rollout, not processes to keep running: `release`
+/// (Heroku's release phase, before a release goes live) and `postdeploy` (Scalingo's, after
+/// the new containers start). Never scaled.
+pub const PHASES: &[&str] = &["release", "postdeploy"];
+
+pub fn is_phase(name: &str) -> bool {
+    PHASES.contains(&name)
+}
+
 /// The process types of a build: its Procfile (text as the build found it) merged with the
 /// buildpack's defaults.
 pub fn resolve(

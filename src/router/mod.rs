@@ -53,6 +53,16 @@
 //! are closed when they go idle. On SIGTERM (or SIGINT) the router stops accepting, lets
 //! requests in flight finish (up to the drain timeout), writes out its logs and exits 0.
 //!
+//! # Threads
+//!
+//! One thread per CPU (`workers`), each with a single-threaded tokio runtime and its own
+//! listening socket on the shared address (`SO_REUSEPORT`: the kernel spreads new
+//! connections over them). A client connection, the upstream connections it uses (pooled
+//! per thread) and their tasks all live on one thread, as in nginx's worker processes: no
+//! work stealing, no wake-ups across threads on the request path. The calling thread
+//! watches the routes file and waits for the shutdown signal; one more thread writes the
+//! request logs.
+//!
 //! # Invariants
 //!
 //! * The route table is swapped whole; a request keeps the table and the backend it started
@@ -82,6 +92,8 @@ pub const DEFAULT_LISTEN: &str = crate::config::DEFAULT_ROUTER_LISTEN;
 pub struct RouterConfig {
     /// HTTP listener.
     pub listen: SocketAddr,
+    /// Worker threads, each serving its own share of the connections.
+    pub workers: usize,
     /// HTTPS listener (HTTP/1.1 and HTTP/2), when set.
     pub tls_listen: Option<SocketAddr>,
     /// Where `routes.json` is read from.
@@ -121,6 +133,7 @@ impl RouterConfig {
     pub fn new(run_dir: PathBuf, data_dir: PathBuf) -> RouterConfig {
         RouterConfig {
             listen: DEFAULT_LISTEN.parse().expect("a valid default address"),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             tls_listen: None,
             run_dir,
             data_dir,
@@ -172,28 +185,17 @@ pub enum RouterError {
 /// the listeners are bound, which is how callers learn ports chosen by the system.
 pub fn run(config: RouterConfig) -> Result<(), RouterError> {
     raise_fd_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("router")
-        .build()
-        .map_err(|source| RouterError::Start {
-            what: "async runtime",
-            source,
-        })?;
-    runtime.block_on(async move {
-        let router = Router::bind(config).await?;
-        println!(
-            "slipway router: listening on http://{}",
-            router.local_addr()
-        );
-        if let Some(addr) = router.tls_addr() {
-            println!("slipway router: listening on https://{addr}");
-        }
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        router.serve(shutdown_signal()?).await;
-        Ok(())
-    })
+    let router = Router::bind(config)?;
+    println!(
+        "slipway router: listening on http://{}",
+        router.local_addr()
+    );
+    if let Some(addr) = router.tls_addr() {
+        println!("slipway router: listening on https://{addr}");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    router.serve(shutdown_signal)
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -12,13 +12,13 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::reqlog::RequestLog;
-use super::table::{now_ms, Routes};
-use super::upstream::UpstreamConfig;
+use super::reqlog::{LogShard, RequestLog};
+use super::table::{now_ms, recent_ms, Routes};
+use super::upstream::{self, UpstreamConfig};
 use super::{proxy, tls, watch as routes_watch, RouterConfig, RouterError};
 
 /// What every connection and request shares.
@@ -26,7 +26,7 @@ pub(crate) struct Shared {
     pub routes: Arc<ArcSwap<Routes>>,
     pub upstream: UpstreamConfig,
     pub log: RequestLog,
-    config: RouterConfig,
+    pub config: RouterConfig,
     /// Client connections idle between requests, and their cap.
     idle: AtomicUsize,
     /// Cloned into every connection and tunnel task; the drain waits for it to be unique.
@@ -44,8 +44,14 @@ impl Shared {
 /// One client connection.
 pub(crate) struct Conn {
     pub shared: Arc<Shared>,
-    pub peer: SocketAddr,
-    pub local_port: u16,
+    /// This worker thread's share of the request log.
+    pub log: LogShard,
+    /// The client's address as text (for `X-Forwarded-For` and logs).
+    pub client_ip: String,
+    /// The same, as the `X-Forwarded-For` of a request that had none.
+    pub client_ip_header: http::HeaderValue,
+    /// `X-Forwarded-Port`: the port the client connected to.
+    pub port_header: http::HeaderValue,
     pub tls: bool,
     state: Mutex<ConnState>,
     /// Wakes the connection task to close the connection once it is idle.
@@ -76,7 +82,7 @@ impl Conn {
         if state.in_flight > 0 {
             return;
         }
-        state.idle_since = now_ms();
+        state.idle_since = recent_ms();
         if self.shared.idle.fetch_add(1, Ordering::Relaxed)
             >= self.shared.config.max_idle_connections
         {
@@ -108,18 +114,28 @@ impl Drop for Conn {
 }
 
 /// A bound router, ready to serve.
+///
+/// It serves on [`RouterConfig::workers`] threads, each with its own single-threaded
+/// runtime and its own listening sockets (`SO_REUSEPORT`, the kernel spreads connections
+/// over them): a connection, its upstream connections and their tasks stay on one thread,
+/// as in nginx's worker processes, with no work stealing or cross-thread wake-ups on the
+/// request path.
 pub struct Router {
     shared: Arc<Shared>,
-    listener: TcpListener,
-    tls_listener: Option<(TcpListener, TlsAcceptor)>,
+    /// Per worker: its HTTP listener and, with HTTPS, its TLS listener.
+    listeners: Vec<(std::net::TcpListener, Option<std::net::TcpListener>)>,
+    acceptor: Option<TlsAcceptor>,
+    watcher: routes_watch::Watcher,
+    local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
     log_thread: std::thread::JoinHandle<()>,
 }
 
 impl Router {
     /// Loads the route table (an absent or bad one leaves the router with no routes yet),
-    /// binds the listeners and starts the routes watcher. Must run inside a tokio runtime.
-    pub async fn bind(config: RouterConfig) -> Result<Router, RouterError> {
+    /// binds the listeners and starts the request log writer.
+    pub fn bind(config: RouterConfig) -> Result<Router, RouterError> {
         if let Some(base) = &config.base_domain {
             if !crate::api::routes::is_host_name(base) {
                 return Err(RouterError::BadBaseDomain(base.clone()));
@@ -135,14 +151,18 @@ impl Router {
         let mut watcher = routes_watch::Watcher::new(&config, Arc::clone(&routes));
         watcher.reload();
 
-        let listener = listen(config.listen)?;
-        let tls_listener = match config.tls_listen {
-            Some(addr) => Some((
-                listen(addr)?,
-                TlsAcceptor::from(tls::server_config(Arc::clone(&routes))),
-            )),
-            None => None,
+        let workers = config.workers.max(1);
+        let http = listen_group(config.listen, workers)?;
+        let local_addr = local_addr_of(&http[0], config.listen)?;
+        let (tls, tls_addr) = match config.tls_listen {
+            Some(addr) => {
+                let group = listen_group(addr, workers)?;
+                let bound = local_addr_of(&group[0], addr)?;
+                (group.into_iter().map(Some).collect(), Some(bound))
+            }
+            None => ((0..workers).map(|_| None).collect::<Vec<_>>(), None),
         };
+        let acceptor = tls_addr.map(|_| TlsAcceptor::from(tls::server_config(Arc::clone(&routes))));
         let (log, log_thread) = RequestLog::start(config.data_dir.clone(), config.log_max_bytes)
             .map_err(|source| RouterError::Start {
                 what: "log writer thread",
@@ -164,11 +184,13 @@ impl Router {
             tasks: Arc::new(()),
             shutdown,
         });
-        tokio::spawn(watcher.run(shared.shutdown.clone()));
         Ok(Router {
             shared,
-            listener,
-            tls_listener,
+            listeners: http.into_iter().zip(tls).collect(),
+            acceptor,
+            watcher,
+            local_addr,
+            tls_addr,
             shutdown_tx,
             log_thread,
         })
@@ -176,69 +198,156 @@ impl Router {
 
     /// Address of the HTTP listener.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.local_addr
     }
 
     /// Address of the HTTPS listener, when there is one.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.tls_listener
-            .as_ref()
-            .map(|(l, _)| l.local_addr().expect("a bound listener has an address"))
+        self.tls_addr
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, drains requests in flight
-    /// (up to the drain timeout) and writes out the request logs.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+    /// Serves until the future made by `shutdown` resolves (it is made and awaited on this
+    /// thread's runtime, which also watches the routes file), then stops accepting, drains
+    /// requests in flight (up to the drain timeout) and writes out the request logs.
+    pub fn serve<F, S>(self, shutdown: S) -> Result<(), RouterError>
+    where
+        S: FnOnce() -> Result<F, RouterError>,
+        F: Future<Output = ()>,
+    {
+        let start = |what| move |source| RouterError::Start { what, source };
         let limit = Arc::new(Semaphore::new(self.shared.config.max_connections));
-        let mut loops = vec![tokio::spawn(accept_loop(
-            self.listener,
-            None,
-            Arc::clone(&self.shared),
-            Arc::clone(&limit),
-        ))];
-        if let Some((listener, acceptor)) = self.tls_listener {
-            loops.push(tokio::spawn(accept_loop(
-                listener,
-                Some(acceptor),
-                Arc::clone(&self.shared),
-                Arc::clone(&limit),
-            )));
+        let mut workers = Vec::new();
+        for (index, (http, tls)) in self.listeners.into_iter().enumerate() {
+            let shared = Arc::clone(&self.shared);
+            let limit = Arc::clone(&limit);
+            let acceptor = self.acceptor.clone();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(start("worker runtime"))?;
+            let thread = std::thread::Builder::new()
+                .name(format!("router-{index}"))
+                .spawn(move || runtime.block_on(worker(shared, limit, http, tls, acceptor)))
+                .map_err(start("worker thread"))?;
+            workers.push(thread);
         }
-        shutdown.await;
+        let control = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(start("control runtime"))?;
+        let shutdown_rx = self.shared.shutdown.clone();
+        let watcher = self.watcher;
+        let result = control.block_on(async move {
+            let stop = shutdown()?;
+            tokio::spawn(watcher.run(shutdown_rx));
+            stop.await;
+            Ok(())
+        });
         eprintln!("slipway router: shutting down: no new connections, draining requests in flight");
         let _ = self.shutdown_tx.send(true);
-        for accept in loops {
-            let _ = accept.await;
-        }
-        let deadline = tokio::time::Instant::now() + self.shared.config.drain_timeout;
-        while Arc::strong_count(&self.shared.tasks) > 1 {
-            if tokio::time::Instant::now() >= deadline {
-                eprintln!(
-                    "slipway router: drain timeout: closing {} connections still open",
-                    Arc::strong_count(&self.shared.tasks) - 1
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        for thread in workers {
+            let _ = thread.join();
         }
         self.shared.log.stop();
-        let _ = tokio::task::spawn_blocking(move || self.log_thread.join()).await;
+        let _ = self.log_thread.join();
+        result
     }
 }
 
-fn listen(addr: SocketAddr) -> Result<TcpListener, RouterError> {
-    let bind = |source| RouterError::Bind { addr, source };
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
+/// `workers` listening sockets on one address (`SO_REUSEPORT`); a port 0 is chosen once.
+fn listen_group(
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<Vec<std::net::TcpListener>, RouterError> {
+    let first = listen(addr)?;
+    let bound = local_addr_of(&first, addr)?;
+    let mut group = vec![first];
+    for _ in 1..workers {
+        group.push(listen(bound)?);
     }
-    .map_err(bind)?;
-    socket.set_reuseaddr(true).map_err(bind)?;
-    socket.bind(addr).map_err(bind)?;
-    socket.listen(4096).map_err(bind)
+    Ok(group)
+}
+
+fn local_addr_of(
+    listener: &std::net::TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, RouterError> {
+    listener
+        .local_addr()
+        .map_err(|source| RouterError::Bind { addr, source })
+}
+
+fn listen(addr: SocketAddr) -> Result<std::net::TcpListener, RouterError> {
+    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+    let fail = |source| RouterError::Bind { addr, source };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(fail)?;
+    socket.set_reuseaddr(true).map_err(fail)?;
+    // Only sockets of the same user can join the group (Linux checks the owner's uid).
+    socket.set_reuseport(true).map_err(fail)?;
+    socket.bind(addr).map_err(fail)?;
+    // SAFETY: the descriptor was just released by `into_raw_fd`, nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) };
+    // tokio's own `listen` needs a runtime; the worker threads register the sockets.
+    nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::MAXCONN)
+        .map_err(|errno| fail(std::io::Error::from(errno)))?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
+/// One worker thread: its listeners, its connections, its upstream pools; returns once
+/// the router shuts down and its share of the drain is over.
+async fn worker(
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+    http: std::net::TcpListener,
+    tls: Option<std::net::TcpListener>,
+    acceptor: Option<TlsAcceptor>,
+) {
+    let mut loops = Vec::new();
+    let log = shared.log.shard();
+    match TcpListener::from_std(http) {
+        Ok(listener) => loops.push(tokio::spawn(accept_loop(
+            listener,
+            None,
+            Arc::clone(&shared),
+            Arc::clone(&limit),
+            log.clone(),
+        ))),
+        Err(e) => eprintln!("slipway router: a worker cannot use its HTTP listener: {e}"),
+    }
+    if let (Some(tls), Some(acceptor)) = (tls, acceptor) {
+        match TcpListener::from_std(tls) {
+            Ok(listener) => loops.push(tokio::spawn(accept_loop(
+                listener,
+                Some(acceptor),
+                Arc::clone(&shared),
+                Arc::clone(&limit),
+                log.clone(),
+            ))),
+            Err(e) => eprintln!("slipway router: a worker cannot use its HTTPS listener: {e}"),
+        }
+    }
+    let sweeper = tokio::spawn(upstream::sweep_loop(shared.upstream.idle_timeout));
+    for accept in loops {
+        let _ = accept.await;
+    }
+    sweeper.abort();
+    // Connections on this thread finish while it waits here for all of them.
+    let deadline = tokio::time::Instant::now() + shared.config.drain_timeout;
+    while Arc::strong_count(&shared.tasks) > 1 {
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!(
+                "slipway router: drain timeout: closing {} connections still open",
+                Arc::strong_count(&shared.tasks) - 1
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn accept_loop(
@@ -246,8 +355,10 @@ async fn accept_loop(
     acceptor: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
+    log: LogShard,
 ) {
     let mut shutdown = shared.shutdown.clone();
+    let port_header = http::HeaderValue::from(listener.local_addr().map_or(0, |a| a.port()));
     loop {
         // Past the connection cap, new connections wait in the listen backlog.
         let permit = tokio::select! {
@@ -267,11 +378,14 @@ async fn accept_loop(
             _ = shutdown.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let local_port = stream.local_addr().map_or(0, |a| a.port());
+        let client_ip = peer.ip().to_canonical().to_string();
         let conn = Arc::new(Conn {
             shared: Arc::clone(&shared),
-            peer,
-            local_port,
+            log: log.clone(),
+            client_ip_header: http::HeaderValue::from_str(&client_ip)
+                .expect("an IP address is header-safe"),
+            client_ip,
+            port_header: port_header.clone(),
             tls: acceptor.is_some(),
             state: Mutex::new(ConnState {
                 idle_since: now_ms(),
@@ -386,27 +500,26 @@ async fn drive<C: GracefulConnection>(
     token: Arc<()>,
 ) {
     let _held = (permit, token);
-    let mut shutdown = conn.shared.shutdown.clone();
     let idle_limit = conn.shared.config.header_timeout.as_millis() as u64;
     let mut connection = std::pin::pin!(connection);
-    let mut closing = *shutdown.borrow();
-    if closing {
-        connection.as_mut().graceful();
-    }
-    let idle_check = tokio::time::sleep(Duration::from_millis(idle_limit));
-    let mut idle_check = std::pin::pin!(idle_check);
+    // The reasons to close, made once: this loop runs on every wake-up of the connection.
+    let mut shutdown = conn.shared.shutdown.clone();
+    let close_asked = async {
+        tokio::select! {
+            () = conn.close.notified() => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+    };
+    let mut close_asked = std::pin::pin!(close_asked);
+    let mut idle_check = std::pin::pin!(tokio::time::sleep(Duration::from_millis(idle_limit)));
+    let mut closing = false;
     loop {
         tokio::select! {
+            biased;
             _ = connection.as_mut() => return,
-            () = conn.close.notified(), if !closing => {
+            () = close_asked.as_mut(), if !closing => {
                 closing = true;
                 connection.as_mut().graceful();
-            }
-            changed = shutdown.changed(), if !closing => {
-                if changed.is_err() || *shutdown.borrow() {
-                    closing = true;
-                    connection.as_mut().graceful();
-                }
             }
             () = idle_check.as_mut(), if !closing => {
                 let idle_for = conn.idle_for(now_ms());
@@ -414,8 +527,8 @@ async fn drive<C: GracefulConnection>(
                     closing = true;
                     connection.as_mut().graceful();
                 } else {
-                    let wait = idle_limit - idle_for;
-                    idle_check.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(wait));
+                    let wait = Duration::from_millis(idle_limit - idle_for);
+                    idle_check.as_mut().reset(tokio::time::Instant::now() + wait);
                 }
             }
         }

@@ -16,7 +16,7 @@ use std::ffi::{CStr, CString};
 use std::os::fd::OwnedFd;
 
 use nix::sys::signal::{kill, killpg, SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid};
 
 /// The annotation that asks the runtime for this init.
@@ -105,7 +105,7 @@ fn supervise(child: Pid, all: &SigSet) -> ! {
             Err(_) => continue,
         };
         if sig == Signal::SIGCHLD {
-            if let Some(code) = reap(child) {
+            if let Some(code) = super::process::reap_children(child.as_raw()) {
                 super::process::exit_now(code);
             }
             continue;
@@ -116,19 +116,6 @@ fn supervise(child: Pid, all: &SigSet) -> ! {
         // The whole group, as a platform's stop expects; the program alone if it left it.
         if killpg(child, sig).is_err() {
             let _ = kill(child, sig);
-        }
-    }
-}
-
-/// Reap every child that has ended; the program's exit code once it is among them.
-fn reap(child: Pid) -> Option<i32> {
-    let mut code = None;
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, c)) if pid == child => code = Some(c),
-            Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => code = Some(128 + s as i32),
-            Ok(WaitStatus::StillAlive) | Err(_) => return code,
-            Ok(_) => {}
         }
     }
 }

@@ -12,9 +12,11 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::OFlag;
+use nix::fcntl::{FcntlArg, OFlag};
 use nix::sched::CloneFlags;
-use nix::unistd::{Gid, Uid};
+use nix::sys::resource::Resource;
+use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::unistd::{ForkResult, Gid, Uid};
 use oci_spec::runtime::{PosixRlimitType, Process};
 
 use super::capabilities::{self, CapSets};
@@ -42,14 +44,14 @@ pub fn ensure_single_threaded() -> Result<()> {
 /// `ensure_single_threaded`), so the child may allocate freely.
 pub fn fork() -> Result<i32> {
     // SAFETY: see above; the child never returns into code that assumes other threads.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(RuntimeError::Init(format!(
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { child }) => Ok(child.as_raw()),
+        Ok(ForkResult::Child) => Ok(0),
+        Err(e) => Err(RuntimeError::Init(format!(
             "fork: {}",
-            std::io::Error::last_os_error()
-        )));
+            std::io::Error::from(e)
+        ))),
     }
-    Ok(pid)
 }
 
 /// Fork straight into a cgroup (clone3 with CLONE_INTO_CGROUP, cgroup v2 only): the child
@@ -99,6 +101,28 @@ pub fn fork_into_cgroup(cgroup_dir: &std::path::Path) -> Option<i32> {
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit skips atexit handlers and stdio flushing that belong to the parent.
     unsafe { libc::_exit(code) }
+}
+
+/// Reap every child that has ended, without waiting; the exit code of `child` once it is among
+/// them: its own, or 128+N after a death by signal N, as shells report it.
+pub fn reap_children(child: i32) -> Option<i32> {
+    let mut code = None;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid only writes the status into a local. Raw rather than nix's waitpid,
+        // which reaps a child killed by a real-time signal and then fails, losing its status.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return code;
+        }
+        if pid == child {
+            if libc::WIFEXITED(status) {
+                code = Some(libc::WEXITSTATUS(status));
+            } else if libc::WIFSIGNALED(status) {
+                code = Some(128 + libc::WTERMSIG(status));
+            }
+        }
+    }
 }
 
 /// Namespaces stage 1 must enter.
@@ -263,7 +287,7 @@ pub struct ExecPlan {
     pub no_new_privs: bool,
     pub seccomp: Option<seccomp::Program>,
     pub preserve_fds: i32,
-    pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64, &'static str)>,
+    pub rlimits: Vec<(Resource, u64, u64)>,
     pub oom_score_adj: Option<i32>,
     pub terminal: bool,
     /// Run the program under slipway's minimal init (`pid1`) instead of as PID 1 itself.
@@ -275,25 +299,25 @@ fn cstr(s: impl AsRef<[u8]>, what: &str) -> Result<CString> {
         .map_err(|_| RuntimeError::Invalid(format!("{what} contains a NUL byte")))
 }
 
-fn rlimit_resource(t: PosixRlimitType) -> (libc::__rlimit_resource_t, &'static str) {
+fn rlimit_resource(t: PosixRlimitType) -> Resource {
     use PosixRlimitType::*;
     match t {
-        RlimitCpu => (libc::RLIMIT_CPU, "RLIMIT_CPU"),
-        RlimitFsize => (libc::RLIMIT_FSIZE, "RLIMIT_FSIZE"),
-        RlimitData => (libc::RLIMIT_DATA, "RLIMIT_DATA"),
-        RlimitStack => (libc::RLIMIT_STACK, "RLIMIT_STACK"),
-        RlimitCore => (libc::RLIMIT_CORE, "RLIMIT_CORE"),
-        RlimitRss => (libc::RLIMIT_RSS, "RLIMIT_RSS"),
-        RlimitNproc => (libc::RLIMIT_NPROC, "RLIMIT_NPROC"),
-        RlimitNofile => (libc::RLIMIT_NOFILE, "RLIMIT_NOFILE"),
-        RlimitMemlock => (libc::RLIMIT_MEMLOCK, "RLIMIT_MEMLOCK"),
-        RlimitAs => (libc::RLIMIT_AS, "RLIMIT_AS"),
-        RlimitLocks => (libc::RLIMIT_LOCKS, "RLIMIT_LOCKS"),
-        RlimitSigpending => (libc::RLIMIT_SIGPENDING, "RLIMIT_SIGPENDING"),
-        RlimitMsgqueue => (libc::RLIMIT_MSGQUEUE, "RLIMIT_MSGQUEUE"),
-        RlimitNice => (libc::RLIMIT_NICE, "RLIMIT_NICE"),
-        RlimitRtprio => (libc::RLIMIT_RTPRIO, "RLIMIT_RTPRIO"),
-        RlimitRttime => (libc::RLIMIT_RTTIME, "RLIMIT_RTTIME"),
+        RlimitCpu => Resource::RLIMIT_CPU,
+        RlimitFsize => Resource::RLIMIT_FSIZE,
+        RlimitData => Resource::RLIMIT_DATA,
+        RlimitStack => Resource::RLIMIT_STACK,
+        RlimitCore => Resource::RLIMIT_CORE,
+        RlimitRss => Resource::RLIMIT_RSS,
+        RlimitNproc => Resource::RLIMIT_NPROC,
+        RlimitNofile => Resource::RLIMIT_NOFILE,
+        RlimitMemlock => Resource::RLIMIT_MEMLOCK,
+        RlimitAs => Resource::RLIMIT_AS,
+        RlimitLocks => Resource::RLIMIT_LOCKS,
+        RlimitSigpending => Resource::RLIMIT_SIGPENDING,
+        RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
+        RlimitNice => Resource::RLIMIT_NICE,
+        RlimitRtprio => Resource::RLIMIT_RTPRIO,
+        RlimitRttime => Resource::RLIMIT_RTTIME,
     }
 }
 
@@ -318,10 +342,7 @@ impl ExecPlan {
             .rlimits()
             .iter()
             .flatten()
-            .map(|r| {
-                let (res, name) = rlimit_resource(r.typ());
-                (res, r.soft(), r.hard(), name)
-            })
+            .map(|r| (rlimit_resource(r.typ()), r.soft(), r.hard()))
             .collect();
         Ok(ExecPlan {
             path: cstr(&args[0], "process.args[0]")?,
@@ -347,14 +368,14 @@ impl ExecPlan {
     /// Resource limits and the OOM score; must run while the process still has its
     /// privileges, and where /proc/self is the host's view of this process.
     pub fn apply_rlimits(&self, sys: &dyn Syscall) -> Result<()> {
-        for (res, soft, hard, name) in &self.rlimits {
+        for (res, soft, hard) in &self.rlimits {
             sys.setrlimit(*res, *soft, *hard).map_err(|e| {
                 let hint = if e == nix::Error::EPERM {
                     " (raising a hard limit needs CAP_SYS_RESOURCE, which this host does not grant: lower the hard limit)"
                 } else {
                     ""
                 };
-                RuntimeError::Init(format!("set {name} to soft {soft} hard {hard}: {e}{hint}"))
+                RuntimeError::Init(format!("set {res:?} to soft {soft} hard {hard}: {e}{hint}"))
             })?;
         }
         if let Some(adj) = self.oom_score_adj {
@@ -503,17 +524,13 @@ pub fn finalize(
 /// Default dispositions and an empty mask: the runtime ignores SIGPIPE (Rust does) and blocks
 /// signals it forwards, and neither may leak into the container's program.
 pub fn reset_signals() {
-    // SAFETY: plain signal calls with valid arguments.
-    unsafe {
-        for sig in 1..32 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
+    for sig in Signal::iterator() {
+        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+            // SAFETY: installing the default action runs no handler code of ours.
+            let _ = unsafe { signal(sig, SigHandler::SigDfl) };
         }
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
 /// Mark every descriptor from `first` on close-on-exec: nothing of the runtime's reaches the
@@ -555,7 +572,8 @@ fn close_range(first: RawFd, last: RawFd, cloexec: bool) {
     } else {
         0
     };
-    // SAFETY: closing or flagging descriptor numbers this process will not use again.
+    // SAFETY: closing or flagging descriptor numbers this process will not use again. (nix has
+    // no close_range.)
     if unsafe { libc::close_range(first as libc::c_uint, last as libc::c_uint, flags) } == 0 {
         return;
     }
@@ -566,7 +584,9 @@ fn close_range(first: RawFd, last: RawFd, cloexec: bool) {
             .filter_map(|e| e.file_name().to_str()?.parse().ok())
             .collect();
         for fd in fds.into_iter().filter(|fd| (first..=last).contains(fd)) {
-            // SAFETY: as above; harmless on a descriptor already closed.
+            // SAFETY: as above; harmless on a descriptor already closed. Raw calls: these are
+            // descriptor numbers, not descriptors we own or know to be open (nix's fcntl and
+            // close take owned or borrowed ones).
             unsafe {
                 if cloexec {
                     libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
@@ -582,7 +602,7 @@ fn close_range(first: RawFd, last: RawFd, cloexec: bool) {
 /// runtime opens later could take a free number in that range and reach the container.
 pub fn check_preserved(count: i32) -> Result<()> {
     for fd in 3..3 + count.max(0) {
-        // SAFETY: F_GETFD only reads descriptor flags.
+        // SAFETY: F_GETFD only reads descriptor flags; raw, since `fd` may well not be open.
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
             return Err(RuntimeError::Invalid(format!(
                 "--preserve-fds {count}: descriptor {fd} is not open; pass only open descriptors"
@@ -598,15 +618,9 @@ pub fn raise_fd(fd: OwnedFd, min: RawFd) -> Result<OwnedFd> {
     if fd.as_raw_fd() >= min {
         return Ok(fd);
     }
-    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we then own.
-    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
-    if n < 0 {
-        return Err(RuntimeError::Init(format!(
-            "dup descriptor: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: fresh descriptor from fcntl.
+    let n = nix::fcntl::fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(min))
+        .map_err(|e| RuntimeError::Init(format!("dup descriptor: {}", std::io::Error::from(e))))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor, which nothing else owns.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(n) })
 }
 

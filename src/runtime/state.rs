@@ -9,7 +9,8 @@ use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
 use super::cgroups::Cgroup;
-use super::error::{io_err, Result, RuntimeError};
+use super::error::{Result, RuntimeError};
+use crate::sys::io::{at, PathError};
 
 pub const DEFAULT_ROOT: &str = "/run/slipway-runtime";
 pub const START_SOCKET: &str = "start.sock";
@@ -133,14 +134,14 @@ impl StateRoot {
     /// Claim the directory for a new container; fails if the id is taken.
     pub fn claim(&self, id: &str) -> Result<PathBuf> {
         check_id(id)?;
-        fs::create_dir_all(&self.root).map_err(io_err("create state root", &self.root))?;
+        fs::create_dir_all(&self.root).map_err(at("create state root", &self.root))?;
         let dir = self.dir(id);
         match fs::create_dir(&dir) {
             Ok(()) => Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(RuntimeError::Exists(id.to_string()))
             }
-            Err(e) => Err(io_err("create state dir", &dir)(e)),
+            Err(e) => Err(PathError::new("create state dir", dir, e).into()),
         }
     }
 
@@ -148,18 +149,18 @@ impl StateRoot {
         let dir = self.dir(&st.id);
         let path = dir.join("state.json");
         let data = serde_json::to_vec(st).expect("state serializes");
-        crate::sys::atomic::write(&path, &data).map_err(io_err("write", &path))
+        Ok(crate::sys::atomic::write(&path, &data).map_err(at("write", &path))?)
     }
 
     pub fn save_spec(&self, id: &str, spec: &Spec) -> Result<()> {
         let path = self.dir(id).join("config.json");
         let data = serde_json::to_vec(spec).expect("spec serializes");
-        fs::write(&path, data).map_err(io_err("write", &path))
+        Ok(fs::write(&path, data).map_err(at("write", &path))?)
     }
 
     pub fn load_spec(&self, id: &str) -> Result<Spec> {
         let path = self.dir(id).join("config.json");
-        let data = fs::read(&path).map_err(io_err("read", &path))?;
+        let data = fs::read(&path).map_err(at("read", &path))?;
         serde_json::from_slice(&data).map_err(|e| RuntimeError::Config {
             path,
             msg: format!("corrupt saved spec: {e}"),
@@ -174,7 +175,7 @@ impl StateRoot {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(RuntimeError::NotFound(id.to_string()))
             }
-            Err(e) => return Err(io_err("read", &path)(e)),
+            Err(e) => return Err(PathError::new("read", path, e).into()),
         };
         serde_json::from_slice(&data).map_err(|e| RuntimeError::Config {
             path,
@@ -187,7 +188,7 @@ impl StateRoot {
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("remove state dir", &dir)(e)),
+            Err(e) => Err(PathError::new("remove state dir", dir, e).into()),
         }
     }
 

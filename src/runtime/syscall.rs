@@ -12,6 +12,7 @@ use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
+use nix::sys::resource::Resource;
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid};
 
@@ -49,12 +50,7 @@ pub trait Syscall {
     fn unshare(&self, flags: CloneFlags) -> nix::Result<()>;
     /// A write to a kernel interface under /proc (sysctls, oom_score_adj).
     fn write_proc(&self, path: &Path, value: &str) -> std::io::Result<()>;
-    fn setrlimit(
-        &self,
-        resource: libc::__rlimit_resource_t,
-        soft: u64,
-        hard: u64,
-    ) -> nix::Result<()>;
+    fn setrlimit(&self, resource: Resource, soft: u64, hard: u64) -> nix::Result<()>;
     fn set_keepcaps(&self, keep: bool) -> nix::Result<()>;
     fn drop_bounding(&self, sets: &CapSets) -> Result<()>;
     fn setgroups(&self, gids: &[Gid]) -> nix::Result<()>;
@@ -133,18 +129,8 @@ impl Syscall for Linux {
     fn write_proc(&self, path: &Path, value: &str) -> std::io::Result<()> {
         std::fs::write(path, value)
     }
-    fn setrlimit(
-        &self,
-        resource: libc::__rlimit_resource_t,
-        soft: u64,
-        hard: u64,
-    ) -> nix::Result<()> {
-        let lim = libc::rlimit {
-            rlim_cur: soft,
-            rlim_max: hard,
-        };
-        // SAFETY: a valid pointer to a local struct.
-        nix::errno::Errno::result(unsafe { libc::setrlimit(resource, &lim) }).map(drop)
+    fn setrlimit(&self, resource: Resource, soft: u64, hard: u64) -> nix::Result<()> {
+        nix::sys::resource::setrlimit(resource, soft, hard)
     }
     fn set_keepcaps(&self, keep: bool) -> nix::Result<()> {
         nix::sys::prctl::set_keepcaps(keep)
@@ -294,13 +280,8 @@ pub mod fake {
             self.note(format!("write {} {value}", path.display()));
             Ok(())
         }
-        fn setrlimit(
-            &self,
-            resource: libc::__rlimit_resource_t,
-            soft: u64,
-            hard: u64,
-        ) -> nix::Result<()> {
-            self.note(format!("setrlimit {resource} {soft} {hard}"));
+        fn setrlimit(&self, resource: Resource, soft: u64, hard: u64) -> nix::Result<()> {
+            self.note(format!("setrlimit {resource:?} {soft} {hard}"));
             Ok(())
         }
         fn set_keepcaps(&self, keep: bool) -> nix::Result<()> {

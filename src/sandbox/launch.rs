@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use oci_spec::runtime::Spec;
 
 use crate::sys::child::{self, Output, Supervised};
+use crate::sys::io::at;
 
 use super::SandboxError;
 
@@ -52,11 +53,7 @@ impl Launcher {
             &config,
             serde_json::to_vec_pretty(spec).expect("spec serializes"),
         )
-        .map_err(|source| SandboxError::Io {
-            action: "write the container bundle",
-            path: config.clone(),
-            source,
-        })?;
+        .map_err(at("write the container bundle", &config))?;
         let mut cmd = self.command();
         cmd.args(["run", "--bundle"]).arg(bundle).arg(id);
         // At the deadline the container goes first; `run` then cleans it up and ends.

@@ -27,6 +27,7 @@ use crate::config::NetworkSettings;
 use crate::network::bridge::{Network, NetworkConfig};
 use crate::network::netns::{Netns, NetnsDir};
 use crate::runtime::pid1;
+use crate::sys::io::{at, PathError};
 
 pub use launch::{Launcher, Outcome};
 pub use spec::{Bind, ProcessSpec};
@@ -42,12 +43,8 @@ pub enum SandboxError {
         lower: String,
         source: nix::Error,
     },
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("start {runtime}: {source} (install slipway-runtime next to slipway, or set SLIPWAY_RUNTIME)")]
     Spawn {
         runtime: PathBuf,
@@ -92,11 +89,7 @@ impl Place {
     }
 
     fn netns_dir(&self) -> Result<NetnsDir, SandboxError> {
-        std::fs::create_dir_all(&self.run_dir).map_err(|source| SandboxError::Io {
-            action: "create",
-            path: self.run_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&self.run_dir).map_err(at("create", &self.run_dir))?;
         NetnsDir::open(&self.run_dir).map_err(|e| SandboxError::Network(e.to_string()))
     }
 }

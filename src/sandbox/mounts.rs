@@ -37,17 +37,32 @@ pub fn mount_overlay(
     work: &Path,
     target: &Path,
 ) -> Result<Overlay, SandboxError> {
+    mount_overlay_with(lower, upper, work, target, "")
+}
+
+/// `mount_overlay` with extra overlayfs options (`redirect_dir=off`, …).
+pub fn mount_overlay_with(
+    lower: &[&Path],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+    options: &str,
+) -> Result<Overlay, SandboxError> {
     let lower_opt = lower
         .iter()
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(":");
     // userxattr-free, metacopy off: the defaults are the safe ones for untrusted upper dirs.
-    let data = format!(
+    let mut data = format!(
         "lowerdir={lower_opt},upperdir={},workdir={}",
         upper.display(),
         work.display()
     );
+    if !options.is_empty() {
+        data.push(',');
+        data.push_str(options);
+    }
     mount(
         Some("overlay"),
         target,

@@ -7,6 +7,7 @@
 //! namespace file and the address lease (`Sandbox::sweep`).
 use std::path::{Path, PathBuf};
 
+use crate::sys::io::at;
 use crate::sys::procfs;
 
 use super::SandboxError;
@@ -23,15 +24,7 @@ impl Workspace {
     /// Make `root/ID` for this process, with the directories every sandbox uses.
     pub fn create(root: &Path, id: &str) -> Result<Workspace, SandboxError> {
         let dir = root.join(id);
-        let io = |action, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SandboxError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        std::fs::create_dir_all(&dir).map_err(io("create the workspace", &dir))?;
+        std::fs::create_dir_all(&dir).map_err(at("create the workspace", &dir))?;
         // The guard exists from here on: a failure below removes the directory.
         let ws = Workspace {
             dir,
@@ -40,10 +33,10 @@ impl Workspace {
         let me = std::process::id() as i32;
         let start = procfs::stat(me).map_or(0, |s| s.start_time);
         let owner = ws.dir.join(OWNER_FILE);
-        std::fs::write(&owner, format!("{me} {start}")).map_err(io("write", &owner))?;
+        std::fs::write(&owner, format!("{me} {start}")).map_err(at("write", &owner))?;
         for d in ["upper", "work", "rootfs", "bundle"] {
             let p = ws.dir.join(d);
-            std::fs::create_dir(&p).map_err(io("create", &p))?;
+            std::fs::create_dir(&p).map_err(at("create", &p))?;
         }
         Ok(ws)
     }

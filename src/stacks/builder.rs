@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 
 use super::recipe::{Recipe, StackKind};
 use super::store::{StackStore, ROOTFS_DIR};
-use super::{io_err, write_synced, Result, StackError};
+use super::{write_synced, Result, StackError};
+use crate::sys::io::{at, walking, PathError};
 
 /// Bumped when the way a recipe turns into a tree changes in this file.
 pub(super) const BUILD_FORMAT: &str = "slipway-stack-v1";
@@ -32,7 +33,7 @@ impl StackStore {
         match &recipe.kind {
             StackKind::Debian { suite, variant } => {
                 let cache = self.stacks_dir.join(DEB_CACHE_DIR);
-                fs::create_dir_all(&cache).map_err(io_err("creating", &cache))?;
+                fs::create_dir_all(&cache).map_err(at("creating", &cache))?;
                 let mut cmd = Command::new("mmdebstrap");
                 cmd.arg("--mode=root")
                     .arg("--format=directory")
@@ -92,14 +93,11 @@ fn shell_quote(path: &Path) -> String {
 /// Runs `cmd`, handing each line of its stdout and stderr to `progress`.
 fn run_streaming(name: &str, mut cmd: Command, progress: &mut dyn FnMut(&str)) -> Result<()> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let (reader, writer) = nix::unistd::pipe().map_err(|e| StackError::Io {
-        action: "creating a pipe for",
-        path: PathBuf::from(&program),
-        source: e.into(),
-    })?;
+    let (reader, writer) = nix::unistd::pipe()
+        .map_err(|e| PathError::new("creating a pipe for", &program, e.into()))?;
     let writer_err = writer
         .try_clone()
-        .map_err(io_err("duplicating a pipe for", Path::new(&program)))?;
+        .map_err(at("duplicating a pipe for", Path::new(&program)))?;
     cmd.stdin(Stdio::null()).stdout(writer).stderr(writer_err);
     let mut child = cmd.spawn().map_err(|source| StackError::ToolMissing {
         tool: program.clone(),
@@ -116,7 +114,7 @@ fn run_streaming(name: &str, mut cmd: Command, progress: &mut dyn FnMut(&str)) -
     }
     let status = child
         .wait()
-        .map_err(io_err("waiting for", Path::new(&program)))?;
+        .map_err(at("waiting for", Path::new(&program)))?;
     if status.success() {
         Ok(())
     } else {
@@ -147,12 +145,12 @@ fn lay_out_busybox(root: &Path) -> Result<()> {
         "var/tmp", "app",
     ] {
         let path = root.join(dir);
-        fs::create_dir_all(&path).map_err(io_err("creating", &path))?;
+        fs::create_dir_all(&path).map_err(at("creating", &path))?;
     }
     let target = root.join("bin/busybox");
-    fs::copy(&busybox, &target).map_err(io_err("copying busybox to", &target))?;
+    fs::copy(&busybox, &target).map_err(at("copying busybox to", &target))?;
     fs::set_permissions(&target, fs::Permissions::from_mode(0o755))
-        .map_err(io_err("chmod", &target))?;
+        .map_err(at("chmod", &target))?;
     let output = Command::new(&target)
         .arg("--list-full")
         .output()
@@ -176,10 +174,10 @@ fn lay_out_busybox(root: &Path) -> Result<()> {
         }
         let link = root.join(applet);
         if let Some(parent) = link.parent() {
-            fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
+            fs::create_dir_all(parent).map_err(at("creating", parent))?;
         }
         if link.symlink_metadata().is_err() {
-            std::os::unix::fs::symlink("/bin/busybox", &link).map_err(io_err("linking", &link))?;
+            std::os::unix::fs::symlink("/bin/busybox", &link).map_err(at("linking", &link))?;
         }
     }
     let etc_files: &[(&str, &str)] = &[
@@ -196,10 +194,10 @@ fn lay_out_busybox(root: &Path) -> Result<()> {
     ];
     for (path, content) in etc_files {
         let path = root.join(path);
-        fs::write(&path, content).map_err(io_err("writing", &path))?;
+        fs::write(&path, content).map_err(at("writing", &path))?;
     }
     let tmp = root.join("tmp");
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).map_err(io_err("chmod", &tmp))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).map_err(at("chmod", &tmp))?;
     Ok(())
 }
 
@@ -208,19 +206,10 @@ pub(super) fn tree_size(root: &Path) -> Result<u64> {
     let mut seen = HashSet::new();
     let mut total = 0;
     for entry in walkdir::WalkDir::new(root).follow_links(false) {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(root).to_path_buf();
-            StackError::Io {
-                action: "measuring",
-                path,
-                source: e.into(),
-            }
-        })?;
-        let meta = entry.metadata().map_err(|e| StackError::Io {
-            action: "measuring",
-            path: entry.path().to_path_buf(),
-            source: e.into(),
-        })?;
+        let entry = entry.map_err(walking("measuring", root))?;
+        let meta = entry
+            .metadata()
+            .map_err(walking("measuring", entry.path()))?;
         if !meta.is_dir() && seen.insert((meta.dev(), meta.ino())) {
             total += meta.len();
         }
@@ -261,7 +250,7 @@ pub(super) fn package_versions(root: &Path) -> Result<BTreeMap<String, String>> 
                 }
             }
         }
-        Err(e) => return Err(io_err("reading", &status_path)(e)),
+        Err(e) => return Err(PathError::new("reading", &status_path, e).into()),
     }
     Ok(versions)
 }

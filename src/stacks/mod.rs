@@ -21,6 +21,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::sys::io::{at, PathError};
+
 mod builder;
 mod recipe;
 mod store;
@@ -49,13 +51,8 @@ pub enum StackError {
     },
     #[error("recipe of stack {name:?}: {problem}; fix the recipe (format in rootfs/README.md)")]
     RecipeShape { name: String, problem: String },
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("no apt sources on this host (looked in /etc/apt/sources.list and /etc/apt/sources.list.d/*.{{list,sources}}); configure apt so that `apt-get update` works, then retry")]
     NoAptSources,
     #[error("{tool} not found ({source}); run scripts/install-deps")]
@@ -76,19 +73,8 @@ pub enum StackError {
 
 type Result<T> = std::result::Result<T, StackError>;
 
-fn io_err<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> StackError + 'a {
-    move |source| StackError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = File::create(path).map_err(io_err("creating", path))?;
-    file.write_all(bytes).map_err(io_err("writing", path))?;
-    file.sync_all().map_err(io_err("syncing", path))
+    let mut file = File::create(path).map_err(at("creating", path))?;
+    file.write_all(bytes).map_err(at("writing", path))?;
+    Ok(file.sync_all().map_err(at("syncing", path))?)
 }

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{io_err, Result, StackError};
+use super::{Result, StackError};
+use crate::sys::io::at;
 
 const EMBEDDED_RECIPES: &[(&str, &str)] = &[
     ("run", include_str!("../../rootfs/run.stack")),
@@ -165,10 +166,8 @@ impl RecipeSet {
     /// the embedded one).
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let mut texts = BTreeMap::new();
-        for entry in fs::read_dir(dir).map_err(io_err("reading recipe directory", dir))? {
-            let path = entry
-                .map_err(io_err("reading recipe directory", dir))?
-                .path();
+        for entry in fs::read_dir(dir).map_err(at("reading recipe directory", dir))? {
+            let path = entry.map_err(at("reading recipe directory", dir))?.path();
             let (Some(stem), Some("stack")) = (
                 path.file_stem().and_then(|s| s.to_str()),
                 path.extension().and_then(|s| s.to_str()),
@@ -183,12 +182,12 @@ impl RecipeSet {
                             .into(),
                 });
             }
-            let text = fs::read_to_string(&path).map_err(io_err("reading recipe", &path))?;
+            let text = fs::read_to_string(&path).map_err(at("reading recipe", &path))?;
             texts.insert(stem.to_string(), text);
         }
         let setup_path = dir.join("setup.sh");
         let setup_script = if setup_path.exists() {
-            fs::read_to_string(&setup_path).map_err(io_err("reading setup script", &setup_path))?
+            fs::read_to_string(&setup_path).map_err(at("reading setup script", &setup_path))?
         } else {
             EMBEDDED_SETUP.to_string()
         };

@@ -3,16 +3,17 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::builder::{find_busybox, package_versions, tree_size, BUILD_FORMAT};
 use super::recipe::{is_stack_name, RecipeSet, StackKind};
-use super::{io_err, write_synced, Result, StackError, HOST_CA_DIR};
+use super::{write_synced, Result, StackError, HOST_CA_DIR};
+use crate::sys::io::{at, PathError};
 
 /// Hex digits of the sha256 kept in a stack id.
 const ID_LEN: usize = 12;
@@ -119,19 +120,19 @@ impl StackStore {
         }
         feed("setup.sh", self.recipes.setup_script.as_bytes());
         for path in self.ca_files()? {
-            let bytes = fs::read(&path).map_err(io_err("reading CA certificate", &path))?;
+            let bytes = fs::read(&path).map_err(at("reading CA certificate", &path))?;
             feed(&format!("ca:{}", path.display()), &bytes);
         }
         match recipe.kind {
             StackKind::Debian { .. } => {
                 for path in self.apt_sources()? {
-                    let bytes = fs::read(&path).map_err(io_err("reading apt sources", &path))?;
+                    let bytes = fs::read(&path).map_err(at("reading apt sources", &path))?;
                     feed(&format!("apt:{}", path.display()), &bytes);
                 }
             }
             StackKind::Busybox => {
                 let busybox = find_busybox()?;
-                let bytes = fs::read(&busybox).map_err(io_err("reading", &busybox))?;
+                let bytes = fs::read(&busybox).map_err(at("reading", &busybox))?;
                 feed("busybox", &bytes);
             }
         }
@@ -160,7 +161,7 @@ impl StackStore {
         if let Some(stack) = self.load(name, &id)? {
             return Ok(stack);
         }
-        fs::create_dir_all(&self.stacks_dir).map_err(io_err("creating", &self.stacks_dir))?;
+        fs::create_dir_all(&self.stacks_dir).map_err(at("creating", &self.stacks_dir))?;
         // One build at a time in a store: builds share the package cache and
         // each would half the other's speed on a small host anyway.
         let _lock = BuildLock::acquire(&self.stacks_dir.join(LOCK_FILE))?;
@@ -177,11 +178,11 @@ impl StackStore {
         let entries = match fs::read_dir(&self.stacks_dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
-            Err(e) => return Err(io_err("reading", &self.stacks_dir)(e)),
+            Err(e) => return Err(PathError::new("reading", &self.stacks_dir, e).into()),
         };
         let mut current_ids: BTreeMap<String, Option<String>> = BTreeMap::new();
         for entry in entries {
-            let entry = entry.map_err(io_err("reading", &self.stacks_dir))?;
+            let entry = entry.map_err(at("reading", &self.stacks_dir))?;
             let file_name = entry.file_name();
             let Some((name, id)) = file_name.to_str().and_then(split_dir_name) else {
                 continue;
@@ -222,7 +223,7 @@ impl StackStore {
     /// Removes stale stacks (see [`stale`](Self::stale)) and returns them.
     /// The caller must know that no container still uses them.
     pub fn prune(&self, name: Option<&str>) -> Result<Vec<Stack>> {
-        fs::create_dir_all(&self.stacks_dir).map_err(io_err("creating", &self.stacks_dir))?;
+        fs::create_dir_all(&self.stacks_dir).map_err(at("creating", &self.stacks_dir))?;
         let _lock = BuildLock::acquire(&self.stacks_dir.join(LOCK_FILE))?;
         let stale = self.stale(name)?;
         for stack in &stale {
@@ -243,7 +244,7 @@ impl StackStore {
         let bytes = match fs::read(&meta_path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("reading", &meta_path)(e)),
+            Err(e) => return Err(PathError::new("reading", &meta_path, e).into()),
         };
         let metadata: StackMetadata =
             serde_json::from_slice(&bytes).map_err(|source| StackError::BadMetadata {
@@ -261,8 +262,8 @@ impl StackStore {
     /// Removes temporary trees of builds that died (we hold the lock, so
     /// none is running).
     fn remove_leftovers(&self) -> Result<()> {
-        for entry in fs::read_dir(&self.stacks_dir).map_err(io_err("reading", &self.stacks_dir))? {
-            let entry = entry.map_err(io_err("reading", &self.stacks_dir))?;
+        for entry in fs::read_dir(&self.stacks_dir).map_err(at("reading", &self.stacks_dir))? {
+            let entry = entry.map_err(at("reading", &self.stacks_dir))?;
             if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
                 remove_tree(&entry.path())?;
             }
@@ -274,7 +275,7 @@ impl StackStore {
         let recipe = self.recipes.recipe(name)?;
         let started = Instant::now();
         let tmp = self.stacks_dir.join(format!("{TMP_PREFIX}{name}-{id}"));
-        fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
+        fs::create_dir_all(&tmp).map_err(at("creating", &tmp))?;
         let result = self.build_in(&recipe, &tmp, progress).and_then(|()| {
             let rootfs = tmp.join(ROOTFS_DIR);
             let metadata = StackMetadata {
@@ -296,7 +297,7 @@ impl StackStore {
             write_synced(&meta_path, &json)?;
             let final_dir = self.stack_dir(name, id);
             // The rename is the commit point: before it, nothing looks at tmp.
-            fs::rename(&tmp, &final_dir).map_err(io_err("renaming build into", &final_dir))?;
+            fs::rename(&tmp, &final_dir).map_err(at("renaming build into", &final_dir))?;
             Ok(Stack {
                 name: name.to_string(),
                 id: id.to_string(),
@@ -316,14 +317,14 @@ impl StackStore {
         match fs::read_dir(&self.ca_dir) {
             Ok(entries) => {
                 for entry in entries {
-                    let path = entry.map_err(io_err("reading", &self.ca_dir))?.path();
+                    let path = entry.map_err(at("reading", &self.ca_dir))?.path();
                     if path.extension().is_some_and(|e| e == "crt") && path.is_file() {
                         files.push(path);
                     }
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("reading", &self.ca_dir)(e)),
+            Err(e) => return Err(PathError::new("reading", &self.ca_dir, e).into()),
         }
         files.sort();
         Ok(files)
@@ -347,7 +348,7 @@ impl StackStore {
         let mut parts = Vec::new();
         if let Ok(entries) = fs::read_dir(&dir) {
             for entry in entries {
-                let path = entry.map_err(io_err("reading", &dir))?.path();
+                let path = entry.map_err(at("reading", &dir))?.path();
                 let ext = path.extension().and_then(|e| e.to_str());
                 if matches!(ext, Some("list" | "sources")) && path.is_file() {
                     parts.push(path);
@@ -376,13 +377,9 @@ fn split_dir_name(dir_name: &str) -> Option<(&str, &str)> {
 /// Flushes the filesystem holding `path`, so that a tree renamed into place
 /// after this survives a crash whole.
 fn sync_filesystem(path: &Path) -> Result<()> {
-    let dir = File::open(path).map_err(io_err("opening", path))?;
-    // SAFETY: syncfs on a descriptor we own; no memory is involved.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-        return Err(io_err("syncing the filesystem of", path)(
-            std::io::Error::last_os_error(),
-        ));
-    }
+    let dir = File::open(path).map_err(at("opening", path))?;
+    nix::unistd::syncfs(&dir)
+        .map_err(|e| PathError::new("syncing the filesystem of", path, e.into()))?;
     Ok(())
 }
 
@@ -390,35 +387,20 @@ fn remove_tree(path: &Path) -> Result<()> {
     match fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err("removing", path)(e)),
+        Err(e) => Err(PathError::new("removing", path, e).into()),
     }
 }
 
 /// An exclusive `flock` on a file, released when dropped (or when the
 /// process dies, so a crashed build never leaves the store locked).
 struct BuildLock {
-    _file: File,
+    _lock: Flock<File>,
 }
 
 impl BuildLock {
     fn acquire(path: &Path) -> Result<Self> {
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(io_err("opening lock file", path))?;
-        loop {
-            // SAFETY: flock on a descriptor we own; no memory is involved.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(BuildLock { _file: file });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(io_err("locking", path)(err));
-            }
-        }
+        let lock = crate::sys::lock::exclusive(path).map_err(at("locking", path))?;
+        Ok(BuildLock { _lock: lock })
     }
 }
 
@@ -515,12 +497,18 @@ mod tests {
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
+    /// Building a stack needs root and busybox-static: without them the test fails, saying
+    /// so, rather than passing unseen.
     fn can_build_busybox() -> bool {
-        let ok = nix::unistd::Uid::effective().is_root() && find_busybox().is_ok();
-        if !ok {
-            eprintln!("skipped: needs root and busybox-static");
-        }
-        ok
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "stack builds need root (chown, mknod): run the tests as root"
+        );
+        assert!(
+            find_busybox().is_ok(),
+            "busybox-static is missing: run scripts/install-deps"
+        );
+        true
     }
 
     #[test]

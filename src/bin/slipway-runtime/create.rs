@@ -79,6 +79,20 @@ pub fn run(root: &StateRoot, a: &CreateArgs, detach: bool, keep: bool) -> R<u8> 
     };
     let code = container::wait_forwarding(st.pid, &winch);
     drop(_raw);
+    // A kill by the memory limit looks like any SIGKILL (137): say what it was, while the
+    // cgroup's counters still exist.
+    if st.cgroup.oom_kills().unwrap_or(0) > 0 {
+        let limit = root
+            .load_spec(&a.id)
+            .ok()
+            .and_then(|s| (*s.linux().clone()?.resources().clone()?.memory())?.limit())
+            .map(|l| format!(" (limit {} MiB)", l >> 20))
+            .unwrap_or_default();
+        eprintln!(
+            "slipway-runtime: container {}: out of memory{limit}: the kernel killed a process",
+            a.id
+        );
+    }
     if !keep {
         container::delete(root, &a.id, true)?;
     }

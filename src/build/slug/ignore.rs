@@ -5,7 +5,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{io_err, Result, SlugError};
+use super::{Result, SlugError};
+use crate::sys::io::{at, walking, PathError};
 
 /// The file at the app root listing paths removed before packing.
 pub const SLUGIGNORE_FILE: &str = ".slugignore";
@@ -18,7 +19,7 @@ pub fn apply_slugignore(app_dir: &Path) -> Result<Vec<PathBuf>> {
     let file = app_dir.join(SLUGIGNORE_FILE);
     let text = match fs::symlink_metadata(&file) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("reading", &file)(e)),
+        Err(e) => return Err(PathError::new("reading", &file, e).into()),
         // A symlinked .slugignore could make the host read any file.
         Ok(meta) if !meta.is_file() => {
             return Err(SlugError::Unpackable {
@@ -26,7 +27,7 @@ pub fn apply_slugignore(app_dir: &Path) -> Result<Vec<PathBuf>> {
                 reason: "it is not a regular file; make .slugignore a plain text file".into(),
             })
         }
-        Ok(_) => fs::read(&file).map_err(io_err("reading", &file))?,
+        Ok(_) => fs::read(&file).map_err(at("reading", &file))?,
     };
     let text = String::from_utf8_lossy(&text);
     let mut builder = ::ignore::gitignore::GitignoreBuilder::new(app_dir);
@@ -52,20 +53,16 @@ pub fn apply_slugignore(app_dir: &Path) -> Result<Vec<PathBuf>> {
         .sort_by_file_name()
         .into_iter();
     while let Some(entry) = walker.next() {
-        let entry = entry.map_err(|e| SlugError::Io {
-            action: "walking",
-            path: app_dir.to_path_buf(),
-            source: e.into(),
-        })?;
+        let entry = entry.map_err(walking("walking", app_dir))?;
         let is_dir = entry.file_type().is_dir();
         if !matcher.matched(entry.path(), is_dir).is_ignore() {
             continue;
         }
         if is_dir {
             walker.skip_current_dir();
-            fs::remove_dir_all(entry.path()).map_err(io_err("removing", entry.path()))?;
+            fs::remove_dir_all(entry.path()).map_err(at("removing", entry.path()))?;
         } else {
-            fs::remove_file(entry.path()).map_err(io_err("removing", entry.path()))?;
+            fs::remove_file(entry.path()).map_err(at("removing", entry.path()))?;
         }
         let relative = entry.path().strip_prefix(app_dir).unwrap_or(entry.path());
         removed.push(relative.to_path_buf());

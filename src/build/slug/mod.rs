@@ -9,7 +9,7 @@
 //! <sha256>.slug.json {"unpacked_size": N}, written before the archive appears
 //! <sha256>/app/      the unpacked slug (directories 0555, files without write bits)
 //! <sha256>.json      the builder's record of the build (not written here)
-//! .tmp-*             work in progress; renamed into place only when complete
+//! .tmp-*, .*.tmp-*   work in progress; renamed into place only when complete
 //! ```
 //!
 //! Archives are written by [`SlugStore::pack`] only, but unpacking still
@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 use super::archive::{
     extract_tar, remove_tree, symlink_problem, write_item, ArchiveError, ExtractOptions, PackItem,
 };
+use crate::sys::io::{at, walking, PathError};
 
 mod ignore;
 
@@ -63,13 +64,8 @@ fn tmp_path(dir: &Path, what: &str) -> PathBuf {
 /// What can go wrong with slugs.
 #[derive(Debug, thiserror::Error)]
 pub enum SlugError {
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("the slug would be {size} bytes unpacked ({size_mb} MB), over the limit of {limit} bytes ({limit_mb} MB); list large paths that the app does not need at run time (tests, docs, build caches) in .slugignore at the app root")]
     SlugTooLarge {
         size: u64,
@@ -93,17 +89,11 @@ pub enum SlugError {
     NoSuchSlug { id: String, root: PathBuf },
     #[error("slug archive {path} has sha256 {actual}, not its id; the file is damaged: delete it and build the app again")]
     Corrupt { path: PathBuf, actual: String },
+    #[error("slug {id} is in use by a running container (pid {pid}): stop it first")]
+    InUse { id: String, pid: i32 },
 }
 
 type Result<T> = std::result::Result<T, SlugError>;
-
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SlugError + 'a {
-    move |source| SlugError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// A packed slug.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +194,7 @@ impl SlugStore {
     }
 
     fn ensure_root(&self) -> Result<()> {
-        fs::create_dir_all(&self.root).map_err(io_err("creating the slug store", &self.root))
+        Ok(fs::create_dir_all(&self.root).map_err(at("creating the slug store", &self.root))?)
     }
 
     /// Apply .slugignore (gitignore-style patterns relative to the app root, like Heroku's: remove matching paths from app_dir BEFORE packing; report what was removed), always drop `.git`, then pack app_dir as a tar.zst (entries under `./`, numeric owners kept, symlinks kept as symlinks, no device files), writing to a temp file in the store and renaming to `<sha>.tar.zst` (same content => same id, reuse). Error SlugTooLarge when the unpacked size exceeds `limit` bytes (say the size, the limit, and to use .slugignore), leaving no partial file.
@@ -215,6 +205,18 @@ impl SlugStore {
     /// directory packs to the same id. A relative symlink that climbs out of
     /// the app dir is refused here, since unpacking would refuse it.
     pub fn pack(&self, app_dir: &Path, limit: u64) -> Result<Slug> {
+        self.pack_clamped(app_dir, limit, None)
+    }
+
+    /// `pack`, with every mtime in the archive no later than `mtime_clamp` (seconds): a build
+    /// passes its source's newest time, so that rebuilding the same source with the same
+    /// buildpacks gives the same slug id (the unpacked layer keeps its real times).
+    pub fn pack_clamped(
+        &self,
+        app_dir: &Path,
+        limit: u64,
+        mtime_clamp: Option<u64>,
+    ) -> Result<Slug> {
         let removed = apply_slugignore(app_dir)?;
         let (items, unpacked_size) = collect_items(app_dir)?;
         if unpacked_size > limit {
@@ -233,28 +235,27 @@ impl SlugStore {
             .create_new(true)
             .mode(0o644)
             .open(&tmp)
-            .map_err(io_err("creating", &tmp))?;
+            .map_err(at("creating", &tmp))?;
         let writer = HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, file),
             hasher: Sha256::new(),
             bytes: 0,
         };
-        let encoder =
-            zstd::Encoder::new(writer, ZSTD_LEVEL).map_err(io_err("compressing", &tmp))?;
+        let encoder = zstd::Encoder::new(writer, ZSTD_LEVEL).map_err(at("compressing", &tmp))?;
         let mut builder = tar::Builder::new(encoder);
         for item in &items {
-            write_item(&mut builder, item)?;
+            write_item(&mut builder, item, mtime_clamp)?;
         }
-        let encoder = builder.into_inner().map_err(io_err("writing", &tmp))?;
-        let mut writer = encoder.finish().map_err(io_err("compressing", &tmp))?;
-        writer.flush().map_err(io_err("writing", &tmp))?;
+        let encoder = builder.into_inner().map_err(at("writing", &tmp))?;
+        let mut writer = encoder.finish().map_err(at("compressing", &tmp))?;
+        writer.flush().map_err(at("writing", &tmp))?;
         let size = writer.bytes;
         let id = hex::encode(writer.hasher.finalize());
         let file = writer
             .inner
             .into_inner()
-            .map_err(|e| io_err("writing", &tmp)(e.into_error()))?;
-        file.sync_all().map_err(io_err("syncing", &tmp))?;
+            .map_err(|e| at("writing", &tmp)(e.into_error()))?;
+        file.sync_all().map_err(at("syncing", &tmp))?;
         drop(file);
 
         let archive = self.archive_path(&id);
@@ -263,7 +264,7 @@ impl SlugStore {
             drop(cleanup);
         } else {
             self.write_meta(&id, unpacked_size)?;
-            fs::rename(&tmp, &archive).map_err(io_err("renaming into place", &archive))?;
+            fs::rename(&tmp, &archive).map_err(at("renaming into place", &archive))?;
             cleanup.disarm();
         }
         Ok(Slug {
@@ -277,13 +278,8 @@ impl SlugStore {
 
     fn write_meta(&self, id: &str, unpacked_size: u64) -> Result<()> {
         let path = self.meta_path(id);
-        let tmp = tmp_path(&self.root, "meta");
-        let mut cleanup = Cleanup::new(&tmp);
         let json = serde_json::to_vec(&SlugMeta { unpacked_size }).expect("plain struct");
-        fs::write(&tmp, json).map_err(io_err("writing", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err("renaming into place", &path))?;
-        cleanup.disarm();
-        Ok(())
+        Ok(crate::sys::atomic::write(&path, &json).map_err(at("writing", &path))?)
     }
 
     /// Unpack once into `<root>/<id>/` (temp dir + rename; concurrent callers OK) and make it read-only (directories 0555, files drop write bits) — containers mount it as a read-only overlay layer. Returns the dir.
@@ -308,12 +304,12 @@ impl SlugStore {
                     root: self.root.clone(),
                 })
             }
-            other => other.map_err(io_err("opening", &archive))?,
+            other => other.map_err(at("opening", &archive))?,
         };
         // Check the bytes before trusting any of them.
         let mut hasher = Sha256::new();
         io::copy(&mut BufReader::with_capacity(1 << 20, &file), &mut hasher)
-            .map_err(io_err("reading", &archive))?;
+            .map_err(at("reading", &archive))?;
         let actual = hex::encode(hasher.finalize());
         if actual != id {
             return Err(SlugError::Corrupt {
@@ -321,11 +317,11 @@ impl SlugStore {
                 actual,
             });
         }
-        let file = File::open(&archive).map_err(io_err("opening", &archive))?;
+        let file = File::open(&archive).map_err(at("opening", &archive))?;
         let tmp = tmp_path(&self.root, &format!("unpack-{}", &id[..12]));
         let cleanup = Cleanup::new(&tmp);
-        fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
-        let decoder = zstd::Decoder::new(file).map_err(io_err("decompressing", &archive))?;
+        fs::create_dir(&tmp).map_err(at("creating", &tmp))?;
+        let decoder = zstd::Decoder::new(file).map_err(at("decompressing", &archive))?;
         let options = ExtractOptions {
             keep_owners: true,
             // Modes stay as built: the layer is only ever an overlay lower layer, which the
@@ -335,7 +331,7 @@ impl SlugStore {
         };
         // The layer holds `app/`, so that overlaid on a stack it shows at /app.
         let app = tmp.join(LAYER_APP_DIR);
-        fs::create_dir(&app).map_err(io_err("creating", &app))?;
+        fs::create_dir(&app).map_err(at("creating", &app))?;
         extract_tar(decoder, &app, &options)?;
         publish_layer(&tmp, &dest, cleanup)
     }
@@ -354,10 +350,51 @@ impl SlugStore {
         }
         let tmp = tmp_path(&self.root, &format!("adopt-{}", &id[..12]));
         let cleanup = Cleanup::new(&tmp);
-        fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
+        fs::create_dir(&tmp).map_err(at("creating", &tmp))?;
         let app = tmp.join(LAYER_APP_DIR);
-        fs::rename(app_dir, &app).map_err(io_err("moving into the slug store", app_dir))?;
+        fs::rename(app_dir, &app).map_err(at("moving into the slug store", app_dir))?;
         publish_layer(&tmp, &dest, cleanup)
+    }
+
+    /// Ids of the slugs in the store (those with an archive), sorted.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|n| n.strip_suffix(".tar.zst").map(String::from))
+            .filter(|id| is_slug_id(id))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Remove slug `id` (archive, unpacked layer, metadata); the bytes freed. Refused while a
+    /// running container has the layer in its root.
+    pub fn remove(&self, id: &str) -> Result<u64> {
+        if !is_slug_id(id) {
+            return Err(SlugError::BadId { id: id.into() });
+        }
+        let layer = self.root.join(id);
+        if let Some(pid) = layer_user(&layer) {
+            return Err(SlugError::InUse { id: id.into(), pid });
+        }
+        let freed = self.get(id).map_or(0, |s| s.size + s.unpacked_size);
+        remove_tree(&layer).map_err(at("removing", &layer))?;
+        for f in [
+            self.archive_path(id),
+            self.meta_path(id),
+            self.root.join(format!("{id}.json")),
+        ] {
+            match fs::remove_file(&f) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(at("removing", &f)(e).into())
+                }
+                _ => {}
+            }
+        }
+        Ok(freed)
     }
 
     /// The stored slug `id`, if its archive is in the store.
@@ -382,6 +419,33 @@ impl SlugStore {
             removed_by_slugignore: Vec::new(),
         })
     }
+}
+
+/// A process whose mount table shows `layer` as an overlay layer (containers mount in
+/// namespaces of their own, so every process's table is read).
+fn layer_user(layer: &Path) -> Option<i32> {
+    let needle = layer.to_str()?;
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(table) = fs::read_to_string(entry.path().join("mountinfo")) else {
+            continue;
+        };
+        let uses = table.lines().any(|l| {
+            l.contains(" - overlay ")
+                && l.split([',', '=', ':', ' '])
+                    .any(|part| part == needle || part.strip_prefix(needle) == Some("/"))
+        });
+        if uses {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 /// Sum of the regular file sizes in an archive, read from its headers.
@@ -410,16 +474,10 @@ fn collect_items(app_dir: &Path) -> Result<(Vec<PackItem>, u64)> {
         // `.git` never ships (Heroku and Scalingo alike).
         .filter_entry(|e| !(e.depth() == 1 && e.file_name() == OsStr::new(".git")));
     for entry in walker {
-        let entry = entry.map_err(|e| SlugError::Io {
-            action: "walking",
-            path: app_dir.to_path_buf(),
-            source: e.into(),
-        })?;
-        let meta = entry.metadata().map_err(|e| SlugError::Io {
-            action: "reading metadata of",
-            path: entry.path().to_path_buf(),
-            source: e.into(),
-        })?;
+        let entry = entry.map_err(walking("walking", app_dir))?;
+        let meta = entry
+            .metadata()
+            .map_err(walking("reading metadata of", entry.path()))?;
         let relative = entry.path().strip_prefix(app_dir).unwrap_or(Path::new(""));
         let mut name = b"./".to_vec();
         name.extend_from_slice(relative.as_os_str().as_bytes());
@@ -432,8 +490,7 @@ fn collect_items(app_dir: &Path) -> Result<(Vec<PackItem>, u64)> {
         } else if file_type.is_file() {
             total = total.saturating_add(meta.len());
         } else if file_type.is_symlink() {
-            let target =
-                fs::read_link(entry.path()).map_err(io_err("reading link", entry.path()))?;
+            let target = fs::read_link(entry.path()).map_err(at("reading link", entry.path()))?;
             let components: Vec<&[u8]> = relative
                 .as_os_str()
                 .as_bytes()
@@ -466,14 +523,14 @@ fn collect_items(app_dir: &Path) -> Result<(Vec<PackItem>, u64)> {
 /// host may add to a stored slug). Another caller finishing first is fine: same content.
 fn publish_layer(tmp: &Path, dest: &Path, mut cleanup: Cleanup) -> Result<PathBuf> {
     fs::set_permissions(tmp, fs::Permissions::from_mode(0o555))
-        .map_err(io_err("making read-only", tmp))?;
+        .map_err(at("making read-only", tmp))?;
     match fs::rename(tmp, dest) {
         Ok(()) => {
             cleanup.disarm();
             Ok(dest.to_path_buf())
         }
         Err(_) if dest.is_dir() => Ok(dest.to_path_buf()),
-        Err(e) => Err(io_err("renaming into place", dest)(e)),
+        Err(e) => Err(PathError::new("renaming into place", dest, e).into()),
     }
 }
 

@@ -125,18 +125,18 @@ impl Layout {
 
     /// Detect the layout of cgroup filesystems mounted at or under `root`.
     pub fn detect(root: &Path) -> Result<Layout, CgroupError> {
-        let c_root = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
-            .map_err(|_| CgroupError::Layout(format!("{} contains a NUL byte", root.display())))?;
-        // SAFETY: statfs only writes into the zeroed struct we own; c_root is NUL-terminated.
-        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statfs(c_root.as_ptr(), &mut st) } != 0 {
-            return Err(CgroupError::Layout(format!(
+        if root.as_os_str().as_encoded_bytes().contains(&0) {
+            let e = format!("{} contains a NUL byte", root.display());
+            return Err(CgroupError::Layout(e));
+        }
+        let st = nix::sys::statfs::statfs(root).map_err(|e| {
+            CgroupError::Layout(format!(
                 "statfs {}: {}: mount the cgroup filesystems there (systemd does this at boot)",
                 root.display(),
-                std::io::Error::last_os_error()
-            )));
-        }
-        if st.f_type as i64 == CGROUP2_SUPER_MAGIC {
+                std::io::Error::from(e)
+            ))
+        })?;
+        if st.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC {
             let available = files::read(root, "cgroup.controllers")?;
             return Ok(Layout::unified_at(root, &available));
         }

@@ -15,11 +15,12 @@ use super::{
     write_pid_file, Console,
 };
 use crate::runtime::cgroups::Cgroup;
-use crate::runtime::error::{io_err, Result, RuntimeError};
+use crate::runtime::error::{Result, RuntimeError};
 use crate::runtime::process::{self, ExecPlan, NamespacePlan};
 use crate::runtime::state::{self, ContainerState, StateRoot, Status};
 use crate::runtime::sync::{Channel, Msg};
 use crate::runtime::{console, hooks, init, spec};
+use crate::sys::io::at;
 
 pub struct CreateOptions {
     pub id: String,
@@ -140,7 +141,7 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
 
     let dir_fd = open_dir(&dir)?;
     let listener = UnixListener::bind(socket_path(&dir_fd))
-        .map_err(io_err("bind start socket", dir.join(state::START_SOCKET)))?;
+        .map_err(at("bind start socket", dir.join(state::START_SOCKET)))?;
     // A host directory: it must not exist in the container's init (CVE-2024-21626).
     drop(dir_fd);
     let (console_fd, proxy_end) = o.console.endpoints(terminal)?;
@@ -161,7 +162,7 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
         .to_json()
     };
 
-    let (parent_chan, child_chan) = Channel::pair().map_err(io_err("socketpair", "handshake"))?;
+    let (parent_chan, child_chan) = Channel::pair().map_err(at("socketpair", "handshake"))?;
     let (stage1_pid, in_cgroup) = fork_stage1(&cgroup)?;
     if stage1_pid == 0 {
         drop(parent_chan);
@@ -198,7 +199,7 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
         loop {
             let msg = parent_chan
                 .recv()
-                .map_err(io_err("handshake", "container init"))?;
+                .map_err(at("handshake", "container init"))?;
             match msg {
                 Some(Msg::MapIds(pid)) => {
                     process::write_id_maps(
@@ -208,7 +209,7 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
                     )?;
                     parent_chan
                         .send(&Msg::MapsDone)
-                        .map_err(io_err("handshake", "container init"))?;
+                        .map_err(at("handshake", "container init"))?;
                 }
                 Some(Msg::InitPid(pid)) => {
                     init_pid = Some(pid);
@@ -230,7 +231,7 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<(ContainerState, Op
                     }
                     parent_chan
                         .send(&Msg::HooksDone)
-                        .map_err(io_err("handshake", "container init"))?;
+                        .map_err(at("handshake", "container init"))?;
                 }
                 Some(Msg::Ready) => {
                     return init_pid.ok_or_else(|| {

@@ -8,11 +8,12 @@ use oci_spec::runtime::Process;
 
 use super::{absolute, compile_seccomp, fork_stage1, write_pid_file, Console};
 use crate::runtime::console;
-use crate::runtime::error::{io_err, Result, RuntimeError};
+use crate::runtime::error::{Result, RuntimeError};
 use crate::runtime::process::{self, ExecPlan, NamespacePlan};
 use crate::runtime::state::{StateRoot, Status};
 use crate::runtime::sync::{Channel, Msg};
 use crate::runtime::syscall::Linux;
+use crate::sys::io::at;
 
 /// Options of `exec`.
 pub struct ExecOptions {
@@ -73,14 +74,14 @@ pub fn exec(root: &StateRoot, id: &str, o: &ExecOptions) -> Result<(i32, Option<
     ] {
         let theirs = PathBuf::from(format!("/proc/{}/ns/{name}", st.pid));
         if !same_namespace(&theirs, Path::new(&format!("/proc/self/ns/{name}"))) {
-            let f = std::fs::File::open(&theirs).map_err(io_err("open namespace", &theirs))?;
+            let f = std::fs::File::open(&theirs).map_err(at("open namespace", &theirs))?;
             ns.join.push((flag, OwnedFd::from(f)));
         }
     }
     let (console_fd, proxy_end) = o.console.endpoints(terminal)?;
     let pid_file = o.pid_file.as_deref().map(absolute);
     let init_root = PathBuf::from(format!("/proc/{}/root", st.pid));
-    let (parent_chan, child_chan) = Channel::pair().map_err(io_err("socketpair", "handshake"))?;
+    let (parent_chan, child_chan) = Channel::pair().map_err(at("socketpair", "handshake"))?;
     let (stage1_pid, in_cgroup) = fork_stage1(&st.cgroup)?;
     if stage1_pid == 0 {
         drop(parent_chan);

@@ -1,34 +1,39 @@
 //! `run` and `exec` in the foreground: signals forwarded to the container's process, orphans
 //! reaped, its exit status returned.
+use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::unistd::Pid;
+
 use crate::runtime::error::{Result, RuntimeError};
+use crate::runtime::process::reap_children;
 
 /// Signals a foreground `run`/`exec` passes on to the container's process.
-const FORWARDED: &[libc::c_int] = &[
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGTERM,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGCONT,
-    libc::SIGTSTP,
-    libc::SIGWINCH,
-    libc::SIGALRM,
+const FORWARDED: &[Signal] = &[
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGCONT,
+    Signal::SIGTSTP,
+    Signal::SIGWINCH,
+    Signal::SIGALRM,
 ];
+
+/// The forwarded signals and SIGCHLD.
+fn waited_for() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    for s in FORWARDED {
+        set.add(*s);
+    }
+    set
+}
 
 /// Block forwarded signals and SIGCHLD so `wait_forwarding` can take them synchronously.
 /// Called before forking; the container's processes reset the mask before exec.
 pub fn block_signals() {
-    // SAFETY: building and installing a signal mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        for s in FORWARDED {
-            libc::sigaddset(&mut set, *s);
-        }
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&waited_for()), None);
 }
 
 /// Become the reaper of the container's processes, so that `run` and `exec` can wait for them.
@@ -40,41 +45,18 @@ pub fn become_subreaper() -> Result<()> {
 /// Wait for `pid` to exit, forwarding signals to it; returns its exit code (128+N for a
 /// signal death, as shells do). Reaps any other orphan that lands on us meanwhile.
 pub fn wait_forwarding(pid: i32, on_winch: &dyn Fn()) -> i32 {
-    // SAFETY: signal-set manipulation and sigwaitinfo on our own blocked set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        for s in FORWARDED {
-            libc::sigaddset(&mut set, *s);
+    let set = waited_for();
+    loop {
+        // Reap first: the child may have exited before we started waiting.
+        if let Some(code) = reap_children(pid) {
+            return code;
         }
-        loop {
-            // Reap first: the child may have exited before we started waiting.
-            loop {
-                let mut status = 0;
-                let r = libc::waitpid(-1, &mut status, libc::WNOHANG);
-                if r <= 0 {
-                    break;
-                }
-                if r == pid {
-                    if libc::WIFEXITED(status) {
-                        return libc::WEXITSTATUS(status);
-                    }
-                    if libc::WIFSIGNALED(status) {
-                        return 128 + libc::WTERMSIG(status);
-                    }
-                }
+        match set.wait() {
+            Ok(Signal::SIGCHLD) | Err(_) => {}
+            Ok(Signal::SIGWINCH) => on_winch(),
+            Ok(sig) => {
+                let _ = kill(Pid::from_raw(pid), sig);
             }
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            let sig = libc::sigwaitinfo(&set, &mut info);
-            if sig < 0 || sig == libc::SIGCHLD {
-                continue;
-            }
-            if sig == libc::SIGWINCH {
-                on_winch();
-                continue;
-            }
-            libc::kill(pid, sig);
         }
     }
 }

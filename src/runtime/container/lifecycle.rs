@@ -5,12 +5,13 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{Hook, LinuxResources};
 
 use super::{kill_cgroup, load_in, open_dir, socket_path, wait_gone};
-use crate::runtime::error::{io_err, Result, RuntimeError};
+use crate::runtime::error::{Result, RuntimeError};
 use crate::runtime::hooks;
 use crate::runtime::state::{self, ContainerState, StateRoot, Status};
+use crate::sys::io::at;
 
 /// Let a created container run its program.
 pub fn start(root: &StateRoot, id: &str) -> Result<()> {
@@ -23,9 +24,8 @@ pub fn start(root: &StateRoot, id: &str) -> Result<()> {
     let dir_fd = open_dir(&root.dir(id))?;
     let sock = socket_path(&dir_fd);
     let mut conn = UnixStream::connect(&sock)
-        .map_err(io_err("connect", root.dir(id).join(state::START_SOCKET)))?;
-    conn.write_all(b"s")
-        .map_err(io_err("start", root.dir(id)))?;
+        .map_err(at("connect", root.dir(id).join(state::START_SOCKET)))?;
+    conn.write_all(b"s").map_err(at("start", root.dir(id)))?;
     let mut reply = String::new();
     let _ = conn.read_to_string(&mut reply);
     let _ = std::fs::remove_file(root.dir(id).join(state::START_SOCKET));
@@ -33,16 +33,8 @@ pub fn start(root: &StateRoot, id: &str) -> Result<()> {
         return Err(RuntimeError::Reported(reply));
     }
     let spec = root.load_spec(id)?;
-    if let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststart().clone()) {
-        // A failing poststart hook is reported but does not stop the container (OCI).
-        if let Err(e) = hooks::run(
-            &h,
-            &state::OciState::of(&st, Status::Running).to_json(),
-            "poststart",
-        ) {
-            eprintln!("warning: {e}");
-        }
-    }
+    let poststart = spec.hooks().as_ref().and_then(|h| h.poststart().clone());
+    run_hooks_warning(poststart, &st, Status::Running, "poststart");
     Ok(())
 }
 
@@ -136,17 +128,19 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
     }
     st.cgroup.destroy()?;
     if let Ok(spec) = root.load_spec(id) {
-        if let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststop().clone()) {
-            if let Err(e) = hooks::run(
-                &h,
-                &state::OciState::of(&st, Status::Stopped).to_json(),
-                "poststop",
-            ) {
-                eprintln!("warning: {e}");
-            }
-        }
+        let poststop = spec.hooks().as_ref().and_then(|h| h.poststop().clone());
+        run_hooks_warning(poststop, &st, Status::Stopped, "poststop");
     }
     root.remove(id)
+}
+
+/// Poststart and poststop hooks: a failure is reported but changes nothing (OCI).
+fn run_hooks_warning(hooks: Option<Vec<Hook>>, st: &ContainerState, status: Status, stage: &str) {
+    if let Some(h) = hooks {
+        if let Err(e) = hooks::run(&h, &state::OciState::of(st, status).to_json(), stage) {
+            eprintln!("warning: {e}");
+        }
+    }
 }
 
 pub fn pause(root: &StateRoot, id: &str) -> Result<()> {

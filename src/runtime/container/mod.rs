@@ -11,9 +11,10 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::Spec;
 
 use super::cgroups::Cgroup;
-use super::error::{io_err, Result, RuntimeError};
+use super::error::{Result, RuntimeError};
 use super::state::{self, ContainerState, StateRoot, Status};
 use super::{console, process, seccomp};
+use crate::sys::io::at;
 
 mod create;
 mod exec;
@@ -43,7 +44,7 @@ impl Console {
         Ok(match (self, terminal) {
             (Console::Socket(p), true) => (Some(console::connect(p)?), None),
             (Console::Proxy, true) => {
-                let (a, b) = UnixStream::pair().map_err(io_err("socketpair", "console"))?;
+                let (a, b) = UnixStream::pair().map_err(at("socketpair", "console"))?;
                 (Some(OwnedFd::from(a)), Some(b))
             }
             _ => (None, None),
@@ -62,12 +63,12 @@ pub(super) fn socket_path(dir_fd: &std::fs::File) -> PathBuf {
 }
 
 pub(super) fn open_dir(dir: &Path) -> Result<std::fs::File> {
-    std::fs::File::open(dir).map_err(io_err("open", dir))
+    Ok(std::fs::File::open(dir).map_err(at("open", dir))?)
 }
 
 pub(super) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    crate::sys::atomic::write(path, pid.to_string().as_bytes())
-        .map_err(io_err("write pid file", path))
+    Ok(crate::sys::atomic::write(path, pid.to_string().as_bytes())
+        .map_err(at("write pid file", path))?)
 }
 
 pub(super) fn absolute(p: &Path) -> PathBuf {
