@@ -131,7 +131,7 @@ impl Runner for Fake {
         command: &str,
         size: Size,
         env: &[(String, String)],
-        detached: bool,
+        mode: OneOffMode,
     ) -> Result<OneOff, RunnerError> {
         self.calls.lock().unwrap().push(format!(
             "run {} v{} {} {command:?}",
@@ -139,28 +139,32 @@ impl Runner for Fake {
             release.version,
             size.name()
         ));
-        if detached {
+        if mode == OneOffMode::Detached {
             return Ok(OneOff {
                 name: "run-1".into(),
-                attached: None,
+                io: None,
             });
         }
-        let (read_out, write_out) = nix::unistd::pipe().unwrap();
         let mut child = std::process::Command::new("sh")
             .args(["-c", command])
             .envs(env.iter().cloned())
             .stdin(Stdio::piped())
-            .stdout(Stdio::from(write_out.try_clone().unwrap()))
-            .stderr(Stdio::from(write_out))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let input: std::process::ChildStdin = child.stdin.take().unwrap();
+        let file = |fd: std::os::fd::OwnedFd| std::fs::File::from(fd);
+        let input = file(child.stdin.take().unwrap().into());
+        let output = file(child.stdout.take().unwrap().into());
+        let errors = file(child.stderr.take().unwrap().into());
         Ok(OneOff {
             name: "run-2".into(),
-            attached: Some(Attached {
-                input: std::fs::File::from(std::os::fd::OwnedFd::from(input)),
-                output: std::fs::File::from(read_out),
-                wait: Box::new(move || child.wait().unwrap().code().unwrap_or(255)),
+            io: Some(OneOffIo {
+                input: Some(input),
+                output,
+                errors: Some(errors),
+                wait: Box::new(move || Ok(child.wait().unwrap().code().unwrap_or(255))),
+                resize: None,
             }),
         })
     }
@@ -604,7 +608,7 @@ fn deploys_release_roll_back_scale_run_and_queue_in_order() {
             "-e",
             "X=1",
             "--",
-            "echo out-$X; exit 7",
+            "echo out-$X; echo err >&2; exit 7",
         ])
         .output()
         .unwrap();
@@ -615,6 +619,12 @@ fn deploys_release_roll_back_scale_run_and_queue_in_order() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out-1\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "err\n",
+        "{:?}",
+        d.fake().calls().last()
+    );
     let out = w.ok(&["run", "-a", "shop", "--detached", "--", "sleep", "1"]);
     assert!(out.contains("run-1"), "{out}");
 

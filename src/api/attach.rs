@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::daemon::Daemon;
 use super::events::PLATFORM_LOG;
 use super::http::{ApiError, ApiResult, JsonBody};
-use super::runner::{Attached, Size, SIZE_RULE};
+use super::runner::{OneOffIo, OneOffMode, Size};
 use super::wire::{frame, RunRequest, RunStarted, ATTACH_PROTOCOL};
 use crate::build::env_vars;
 
@@ -41,8 +41,7 @@ pub async fn run(
         )));
     }
     let size = match &spec.size {
-        Some(s) => Size::parse(s)
-            .ok_or_else(|| ApiError::bad_request(format!("size {s:?}: {SIZE_RULE}")))?,
+        Some(s) => Size::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
         None => Size::M,
     };
     for (k, v) in &spec.env {
@@ -58,12 +57,17 @@ pub async fn run(
             "app {app} has no release to run a command in; deploy it first (`slipway deploy -a {app} DIR`)"
         ))
     })?;
+    let mode = match (spec.detached, spec.tty) {
+        (true, _) => OneOffMode::Detached,
+        (false, true) => OneOffMode::Terminal,
+        (false, false) => OneOffMode::Attached,
+    };
     let d2 = d.clone();
     let spec2 = spec.clone();
     let one_off = tokio::task::spawn_blocking(move || {
         let release = d2.runner_release(&current)?;
         d2.runner
-            .one_off(&release, &spec2.command, size, &spec2.env, spec2.detached)
+            .one_off(&release, &spec2.command, size, &spec2.env, mode)
             .map_err(|e| {
                 ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -93,14 +97,14 @@ pub async fn run(
         })
         .into_response());
     }
-    let Some(attached) = one_off.attached else {
+    let Some(io) = one_off.io else {
         return Err(ApiError::internal(
             "the supervisor started the one-off without its input and output; run it --detached and read `slipway logs`",
         ));
     };
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => bridge(TokioIo::new(upgraded), attached).await,
+            Ok(upgraded) => bridge(TokioIo::new(upgraded), io).await,
             Err(e) => eprintln!("slipway daemon: attaching to {}: {e}", one_off.name),
         }
     });
@@ -112,15 +116,21 @@ pub async fn run(
 }
 
 /// Copies frames between the client and the process until it exits, then sends its code.
-async fn bridge<S>(stream: S, attached: Attached)
+async fn bridge<S>(stream: S, io: OneOffIo)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    let (mut from_client, mut to_client) = tokio::io::split(stream);
-    let input = tokio::fs::File::from_std(attached.input);
-    let mut output = tokio::fs::File::from_std(attached.output);
+    let (mut from_client, to_client) = tokio::io::split(stream);
+    let to_client = std::sync::Arc::new(tokio::sync::Mutex::new(to_client));
+    let OneOffIo {
+        input,
+        output,
+        errors,
+        wait,
+        resize,
+    } = io;
     let input_task = tokio::spawn(async move {
-        let mut input = Some(input);
+        let mut input = input.map(tokio::fs::File::from_std);
         while let Ok(Some((kind, payload))) = frame::read(&mut from_client).await {
             match kind {
                 frame::STDIN => {
@@ -131,34 +141,62 @@ where
                     }
                 }
                 frame::STDIN_EOF => input = None,
+                frame::RESIZE if payload.len() == 4 => {
+                    let rows = u16::from_be_bytes([payload[0], payload[1]]);
+                    let cols = u16::from_be_bytes([payload[2], payload[3]]);
+                    if let Some(resize) = &resize {
+                        resize(rows, cols);
+                    }
+                }
                 _ => {}
             }
         }
     });
+    let pumps = [
+        Some((output, frame::OUTPUT)),
+        errors.map(|e| (e, frame::ERRORS)),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|(file, kind)| {
+        let to_client = to_client.clone();
+        tokio::spawn(pump(tokio::fs::File::from_std(file), kind, to_client))
+    })
+    .collect::<Vec<_>>();
+    for p in pumps {
+        let _ = p.await;
+    }
+    let code = tokio::task::spawn_blocking(wait)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let mut to_client = to_client.lock().await;
+    let last = match code {
+        Ok(code) => frame::encode(frame::EXIT, &code.to_be_bytes()),
+        Err(message) => frame::encode(frame::ERROR, message.as_bytes()),
+    };
+    let _ = to_client.write_all(&last).await;
+    let _ = to_client.shutdown().await;
+    input_task.abort();
+}
+
+/// Sends what `file` gives as frames of `kind` until it ends (it keeps reading when the
+/// client is gone: the process must not block on a full pipe).
+async fn pump<W: tokio::io::AsyncWrite + Unpin>(
+    mut file: tokio::fs::File,
+    kind: u8,
+    to_client: std::sync::Arc<tokio::sync::Mutex<W>>,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut client_gone = false;
     loop {
-        match output.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if !client_gone
-                    && to_client
-                        .write_all(&frame::encode(frame::OUTPUT, &buf[..n]))
-                        .await
-                        .is_err()
-                {
-                    // Keep reading: the process must not block on a full pipe.
-                    client_gone = true;
-                }
+        match file.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) if !client_gone => {
+                let mut w = to_client.lock().await;
+                client_gone = w.write_all(&frame::encode(kind, &buf[..n])).await.is_err();
             }
+            Ok(_) => {}
         }
     }
-    let code = tokio::task::spawn_blocking(attached.wait)
-        .await
-        .unwrap_or(255);
-    let _ = to_client
-        .write_all(&frame::encode(frame::EXIT, &code.to_be_bytes()))
-        .await;
-    let _ = to_client.shutdown().await;
-    input_task.abort();
 }

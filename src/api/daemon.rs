@@ -175,7 +175,7 @@ impl Daemon {
             effective_formation(release, &saved)
                 .into_iter()
                 .map(|e| {
-                    let size = Size::parse(&e.size).unwrap_or(Size::M);
+                    let size = Size::parse(&e.size).unwrap_or_default();
                     (
                         e.kind,
                         Scale {

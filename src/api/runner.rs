@@ -13,35 +13,46 @@ use serde::{Deserialize, Serialize};
 use crate::platform::process_types::ProcessType;
 
 /// Container sizes (Scalingo's): memory and pids limits grow with the size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub enum Size {
     S,
+    #[default]
     M,
     L,
     XL,
+    #[serde(rename = "2XL")]
     XXL,
+    #[serde(rename = "3XL")]
     XXXL,
 }
 
-/// What a size may be, for error messages.
-pub const SIZE_RULE: &str = "a size is one of S, M, L, XL, 2XL, 3XL";
+/// What `Size::parse` accepts, for error messages.
+pub const SIZE_NAMES: &str = "S, M, L, XL, 2XL, 3XL";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown container size {0:?}: use one of {SIZE_NAMES}")]
+pub struct BadSize(pub String);
 
 impl Size {
     pub const ALL: [Size; 6] = [Size::S, Size::M, Size::L, Size::XL, Size::XXL, Size::XXXL];
 
-    /// `S`, `M`, `L`, `XL`, `2XL` (or `XXL`), `3XL` (or `XXXL`), any case.
-    pub fn parse(text: &str) -> Option<Size> {
-        let upper = text.to_ascii_uppercase();
-        match upper.as_str() {
-            "XXL" => return Some(Size::XXL),
-            "XXXL" => return Some(Size::XXXL),
-            _ => {}
+    /// Case-insensitive; `XXL` and `XXXL` are accepted for `2XL` and `3XL`.
+    pub fn parse(s: &str) -> Result<Size, BadSize> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "S" => Ok(Size::S),
+            "M" => Ok(Size::M),
+            "L" => Ok(Size::L),
+            "XL" => Ok(Size::XL),
+            "2XL" | "XXL" => Ok(Size::XXL),
+            "3XL" | "XXXL" => Ok(Size::XXXL),
+            _ => Err(BadSize(s.to_string())),
         }
-        Self::ALL.into_iter().find(|s| s.name() == upper)
     }
 
     /// The name users write: `2XL` for XXL.
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Size::S => "S",
             Size::M => "M",
@@ -51,40 +62,17 @@ impl Size {
             Size::XXXL => "3XL",
         }
     }
-
-    pub fn memory_bytes(self) -> u64 {
-        const MIB: u64 = 1 << 20;
-        match self {
-            Size::S => 256 * MIB,
-            Size::M => 512 * MIB,
-            Size::L => 1024 * MIB,
-            Size::XL => 2048 * MIB,
-            Size::XXL => 4096 * MIB,
-            Size::XXXL => 8192 * MIB,
-        }
-    }
-
-    pub fn pids_limit(self) -> i64 {
-        match self {
-            Size::S => 128,
-            Size::M => 256,
-            Size::L => 512,
-            Size::XL => 1024,
-            Size::XXL => 2048,
-            Size::XXXL => 4096,
-        }
-    }
 }
 
 /// How many containers of one type, of which size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scale {
     pub count: u32,
     pub size: Size,
 }
 
 /// Process type → scale. `web` defaults to 1, other types to 0.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Formation(pub BTreeMap<String, Scale>);
 
 /// What the supervisor runs: one release of an app.
@@ -116,17 +104,17 @@ pub struct ContainerInfo {
 }
 
 /// Why a rollout failed; the previous release keeps serving in every case.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RolloutError {
-    #[error("web container {container} did not accept connections on $PORT within {seconds} s; make the web process listen on 0.0.0.0:$PORT")]
-    BootTimeout { container: String, seconds: u64 },
-    #[error("container {container} exited with code {code} while starting; see `slipway logs`")]
+    #[error("{container} did not accept connections on $PORT within {secs} s of starting; make the web process listen on 0.0.0.0:$PORT, sooner")]
+    BootTimeout { container: String, secs: u64 },
+    #[error("{container} exited with status {code} while the release started; see its log lines (slipway logs) and fix the process")]
     Crashed { container: String, code: i32 },
-    #[error("the postdeploy command exited with code {code}")]
+    #[error("the release or postdeploy command exited with status {code}; see the deployment log above and fix the command")]
     HookFailed { code: i32 },
-    #[error("the postdeploy command did not finish within its time limit")]
+    #[error("the release or postdeploy command was still running at its time limit and was stopped; make it finish sooner")]
     HookTimeout,
-    #[error("containers could not be started: {0}")]
+    #[error("the release could not start: {0}")]
     Start(String),
 }
 
@@ -135,21 +123,37 @@ pub enum RolloutError {
 #[error("{0}")]
 pub struct RunnerError(pub String);
 
-/// A one-off container (`slipway run`).
-pub struct OneOff {
-    /// The container's name (`run-4821`).
-    pub name: String,
-    /// Attached runs: the process's input, output (stdout and stderr together, or its
-    /// terminal) and a way to wait for its exit code.
-    pub attached: Option<Attached>,
+/// How a one-off holds its stdio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OneOffMode {
+    /// Output to the app's log; nobody waits.
+    Detached,
+    /// stdin, stdout and stderr are pipes the caller holds.
+    Attached,
+    /// A pty the caller holds.
+    Terminal,
 }
 
-/// The stdio of an attached one-off.
-pub struct Attached {
-    pub input: std::fs::File,
+/// A one-off container (`slipway run`).
+pub struct OneOff {
+    /// The container's name (`run-1`).
+    pub name: String,
+    /// Attached and terminal runs: its stdio and exit status.
+    pub io: Option<OneOffIo>,
+}
+
+/// The stdio of an attached one-off. Dropping it stops the one-off.
+pub struct OneOffIo {
+    /// Its input (a pipe, or the pty).
+    pub input: Option<std::fs::File>,
+    /// Its output (stdout, or the pty).
     pub output: std::fs::File,
-    /// Blocks until the process exited; its exit code.
-    pub wait: Box<dyn FnOnce() -> i32 + Send>,
+    /// Its stderr (attached runs; with a pty everything comes through `output`).
+    pub errors: Option<std::fs::File>,
+    /// Blocks until it exited; its exit status.
+    pub wait: Box<dyn FnOnce() -> Result<i32, RunnerError> + Send>,
+    /// Sizes its terminal (rows, columns).
+    pub resize: Option<Box<dyn Fn(u16, u16) + Send + Sync>>,
 }
 
 /// What the supervisor tells the daemon as containers come and go.
@@ -186,7 +190,7 @@ pub trait Runner: Send + Sync + 'static {
         command: &str,
         size: Size,
         env: &[(String, String)],
-        detached: bool,
+        mode: OneOffMode,
     ) -> Result<OneOff, RunnerError>;
 }
 
@@ -196,13 +200,12 @@ mod tests {
 
     #[test]
     fn sizes_parse_as_users_write_them() {
-        assert_eq!(Size::parse("2xl"), Some(Size::XXL));
-        assert_eq!(Size::parse("XXXL"), Some(Size::XXXL));
-        assert_eq!(Size::parse("m"), Some(Size::M));
-        assert_eq!(Size::parse("4XL"), None);
+        assert_eq!(Size::parse("2xl"), Ok(Size::XXL));
+        assert_eq!(Size::parse("XXXL"), Ok(Size::XXXL));
+        assert_eq!(Size::parse("m"), Ok(Size::M));
+        assert!(Size::parse("4XL").is_err());
         for s in Size::ALL {
-            assert_eq!(Size::parse(s.name()), Some(s));
+            assert_eq!(Size::parse(s.name()), Ok(s));
         }
-        assert!(Size::S.memory_bytes() < Size::XXXL.memory_bytes());
     }
 }

@@ -35,7 +35,7 @@ use super::daemon::Daemon;
 use super::deploy::{self, RollOutFailure};
 use super::events::PLATFORM_LOG;
 use super::http::{streamed, ApiError, ApiResult, JsonBody};
-use super::runner::{Size, SIZE_RULE};
+use super::runner::Size;
 use super::wire::*;
 use crate::applog::{self, LogLine};
 use crate::build::app_name::check_app_name;
@@ -285,6 +285,8 @@ fn remove_app_files(
         }
     }
     if let Ok(cache) = crate::build::cache::BuildCache::new(data, app) {
+        // The cache and the lock file builds of the app take in turn.
+        paths.push(cache.dir().with_extension("lock"));
         paths.push(cache.dir().to_path_buf());
     }
     if let Ok(dir) = applog::app_dir(data, app) {
@@ -711,11 +713,8 @@ async fn patch_formation(
             }
         }
         if let Some(size) = &c.size {
-            if Size::parse(size).is_none() {
-                return Err(ApiError::bad_request(format!(
-                    "size {size:?} of {}: {SIZE_RULE}",
-                    c.kind
-                )));
+            if let Err(e) = Size::parse(size) {
+                return Err(ApiError::bad_request(format!("{}: {e}", c.kind)));
             }
         }
         if let Some(count) = c.count {
@@ -738,7 +737,7 @@ async fn patch_formation(
             size: c
                 .size
                 .as_deref()
-                .and_then(Size::parse)
+                .and_then(|s| Size::parse(s).ok())
                 .map(|s| s.name().to_string())
                 .or(was.map(|e| e.size.clone()))
                 .unwrap_or_else(|| DEFAULT_SIZE.into()),

@@ -175,6 +175,10 @@ pub mod frame {
     pub const EXIT: u8 = 3;
     /// Daemon → client: the run failed; payload: the message.
     pub const ERROR: u8 = 4;
+    /// Client → daemon: the terminal's size; payload: rows and columns, u16 big-endian each.
+    pub const RESIZE: u8 = 5;
+    /// Daemon → client: the process's stderr (attached runs without a terminal).
+    pub const ERRORS: u8 = 6;
     /// Largest payload of one frame.
     pub const MAX_PAYLOAD: usize = 1 << 16;
 

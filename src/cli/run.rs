@@ -83,6 +83,23 @@ impl Drop for RawMode {
     }
 }
 
+/// A RESIZE frame with our terminal's size, if stdout is a terminal.
+fn window_size() -> Option<Vec<u8>> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills a winsize we own.
+    if unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } != 0 {
+        return None;
+    }
+    let mut payload = ws.ws_row.to_be_bytes().to_vec();
+    payload.extend_from_slice(&ws.ws_col.to_be_bytes());
+    Some(frame::encode(frame::RESIZE, &payload))
+}
+
 pub fn run(client: &Client, a: RunArgs) -> anyhow::Result<u8> {
     let app = a.app.resolve(None)?;
     let mut env = Vec::new();
@@ -135,10 +152,30 @@ pub fn run(client: &Client, a: RunArgs) -> anyhow::Result<u8> {
             }
         });
         tokio::spawn(async move {
-            while let Some(chunk) = rx.recv().await {
-                let f = match chunk {
-                    Some(data) => frame::encode(frame::STDIN, &data),
-                    None => frame::encode(frame::STDIN_EOF, &[]),
+            // The terminal's size now and whenever it changes.
+            let mut winch = if tty {
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok()
+            } else {
+                None
+            };
+            if let Some(size) = tty.then(window_size).flatten() {
+                if to_daemon.write_all(&size).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let f = tokio::select! {
+                    chunk = rx.recv() => match chunk {
+                        Some(Some(data)) => frame::encode(frame::STDIN, &data),
+                        Some(None) => frame::encode(frame::STDIN_EOF, &[]),
+                        None => return,
+                    },
+                    Some(()) = async { match winch.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } } => {
+                        match window_size() {
+                            Some(f) => f,
+                            None => continue,
+                        }
+                    }
                 };
                 if to_daemon.write_all(&f).await.is_err() {
                     return;
@@ -154,6 +191,11 @@ pub fn run(client: &Client, a: RunArgs) -> anyhow::Result<u8> {
                 Some((frame::OUTPUT, data)) => {
                     let _ = out.write_all(&data);
                     let _ = out.flush();
+                }
+                Some((frame::ERRORS, data)) => {
+                    let mut err = std::io::stderr();
+                    let _ = err.write_all(&data);
+                    let _ = err.flush();
                 }
                 Some((frame::EXIT, code)) => {
                     let code = <[u8; 4]>::try_from(&code[..])
