@@ -324,6 +324,24 @@ impl Settings {
         }
     }
 
+    /// `Sandbox::sweep` of the containers' place, from a thread of its own in a private mount
+    /// namespace: the sweep may prepare the network namespace directory (a bind mount), which
+    /// must not land in the daemon's (the host's) mount namespace.
+    pub fn sweep(&self) {
+        let place = self.sandbox_place();
+        let t = std::thread::Builder::new()
+            .name("supervisor-sweep".into())
+            .spawn(move || {
+                // unshare(CLONE_NEWNS) from one thread moves only that thread.
+                if crate::sandbox::mounts::enter_private_mount_ns().is_ok() {
+                    Sandbox::sweep(&place);
+                }
+            });
+        if let Ok(t) = t {
+            let _ = t.join();
+        }
+    }
+
     fn desired_file(&self, app: &str) -> PathBuf {
         self.desired_dir.join(format!("{app}.json"))
     }
@@ -386,7 +404,7 @@ impl Shared {
             shared.adopt(&mut apps, &mut out);
         }
         // Whatever dead monitors left (a reboot, a killed monitor) goes before anything new.
-        Sandbox::sweep(&shared.settings.sandbox_place());
+        shared.settings.sweep();
         out.sweep = false;
         shared.deliver(out);
         Ok(shared)
@@ -556,6 +574,19 @@ impl Shared {
             for (app, rt) in apps.iter_mut() {
                 self.refresh(app, rt, &mut out);
                 self.plan(app, rt, now, wall, &mut out);
+            }
+        }
+        self.deliver(out);
+        self.changed.notify_all();
+    }
+
+    /// `refresh` of one app now, from the caller's thread (a one-off that just ended).
+    pub fn refresh_app(&self, app: &str) {
+        let mut out = Outbox::default();
+        {
+            let mut apps = self.lock();
+            if let Some(rt) = apps.get_mut(app) {
+                self.refresh(app, rt, &mut out);
             }
         }
         self.deliver(out);
@@ -936,7 +967,7 @@ impl Shared {
             sweep,
         } = out;
         if sweep {
-            Sandbox::sweep(&self.settings.sandbox_place());
+            self.settings.sweep();
         }
         for (app, line) in &events {
             self.events.event(app, line);

@@ -61,6 +61,8 @@ impl OneOff {
                 message: format!("wait: {e}"),
             })?;
             self.child = None;
+            // Gone from `ps` and from the count of one-offs as soon as we know.
+            self.shared.refresh_app(&self.app);
             return Ok(status.code().unwrap_or_else(|| {
                 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
             }));

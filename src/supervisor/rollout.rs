@@ -286,7 +286,7 @@ fn run_hook(
     let _ = std::fs::remove_file(spec.state_file.with_extension("spec.json"));
     if f.timed_out {
         // The monitor was killed with its group: clean what it left.
-        crate::sandbox::Sandbox::sweep(&sh.settings.sandbox_place());
+        sh.settings.sweep();
         sh.emit(
             app,
             vec![format!(

@@ -255,6 +255,15 @@ impl Env {
                 found.push(format!("state file {}", e.path().display()));
             }
         }
+        let me = self.dir.path().to_string_lossy().into_owned();
+        for line in std::fs::read_to_string("/proc/self/mounts")
+            .unwrap_or_default()
+            .lines()
+        {
+            if line.contains(&me) {
+                found.push(format!("mount {line}"));
+            }
+        }
         for pid in self.processes() {
             found.push(format!("process {pid}"));
         }
@@ -399,5 +408,47 @@ pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A client sending requests, one after the other, to the app's current backends (as the
+/// router would), until stopped: each answer's release, or what failed.
+pub struct Client {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Result<String, String>>>,
+}
+
+impl Client {
+    pub fn start(events: Arc<Recorder>, app: &str) -> Client {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let app = app.to_string();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut results = Vec::new();
+            let mut n = 0usize;
+            while !flag.load(Ordering::SeqCst) {
+                let backends = events.backends(&app);
+                if backends.is_empty() {
+                    results.push(Err("no backend".to_string()));
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                n += 1;
+                let b = &backends[n % backends.len()];
+                results.push(
+                    get_json(b.address)
+                        .map(|v| v["CONTAINER_VERSION"].as_str().unwrap_or("?").to_string())
+                        .map_err(|e| format!("{} {}: {e}", b.container, b.address)),
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            results
+        });
+        Client { stop, thread }
+    }
+
+    pub fn stop(self) -> Vec<Result<String, String>> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap()
     }
 }
