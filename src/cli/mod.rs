@@ -1,6 +1,7 @@
 //! The `slipway` command line.
 
 mod build;
+mod monitor;
 mod router;
 mod slug;
 mod stacks;
@@ -99,6 +100,9 @@ pub enum Command {
     Slug(SlugCommand),
     /// Run the HTTP router (the data plane) in the foreground.
     Router(router::RouterArgs),
+    /// The monitor of one container (started by the supervisor).
+    #[command(hide = true)]
+    Monitor(monitor::MonitorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +126,9 @@ pub enum SlugCommand {
 
 /// Run the command; Ok holds the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Monitor(args) = cli.command {
+        return monitor::run(args);
+    }
     let config = cli.paths.config()?;
     match cli.command {
         Command::Stacks(command) => stacks::run(&config, command).map(|_| 0),
@@ -132,5 +139,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Slug(SlugCommand::Rm { slug }) => slug::remove(&config, &slug).map(|_| 0),
         Command::Slug(SlugCommand::Prune { keep }) => slug::prune(&config, keep).map(|_| 0),
         Command::Router(args) => router::run(&config, args).map(|_| 0),
+        Command::Monitor(_) => unreachable!("handled first"),
     }
 }
