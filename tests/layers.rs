@@ -21,7 +21,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("platform", &["build", "applog", "config", "sys"]),
     (
         "supervisor",
-        &["platform", "sandbox", "stacks", "applog", "config", "sys"],
+        // api only for the route table's types (`api::routes::Backend`).
+        &[
+            "platform", "sandbox", "stacks", "applog", "config", "sys", "api",
+        ],
     ),
     (
         "api",

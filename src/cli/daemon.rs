@@ -9,6 +9,7 @@ use clap::Args;
 use slipway::api::daemon::{self, DaemonOptions};
 use slipway::api::runner::{Events, Runner};
 use slipway::config::Config;
+use slipway::supervisor::Supervisor;
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
@@ -29,12 +30,11 @@ pub struct DaemonArgs {
     pub parallel_builds: usize,
 }
 
-/// The supervisor the daemon drives.
-fn start_runner(_config: &Config, _events: Arc<dyn Events>) -> Result<Arc<dyn Runner>, String> {
-    Err(
-        "this slipway was built without its supervisor (src/supervisor); build the full tree"
-            .into(),
-    )
+/// The supervisor the daemon drives: it re-adopts the containers a previous daemon left.
+fn start_runner(config: &Config, events: Arc<dyn Events>) -> Result<Arc<dyn Runner>, String> {
+    Supervisor::start(config, events)
+        .map(|s| Arc::new(s) as Arc<dyn Runner>)
+        .map_err(|e| e.to_string())
 }
 
 pub fn run(config: Config, a: DaemonArgs) -> anyhow::Result<u8> {

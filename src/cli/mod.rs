@@ -9,6 +9,7 @@ mod deploy;
 mod domains;
 mod formation;
 mod logs;
+mod monitor;
 mod releases;
 mod router;
 mod run;
@@ -125,6 +126,9 @@ pub enum Command {
     Slug(SlugCommand),
     /// Run the HTTP router (the data plane) in the foreground.
     Router(router::RouterArgs),
+    /// The monitor of one container (started by the supervisor).
+    #[command(hide = true)]
+    Monitor(monitor::MonitorArgs),
     /// Run the control plane (API, deployments, supervisor) in the foreground.
     Daemon(daemon::DaemonArgs),
     /// Print the TCP API's token (root; the daemon makes it at its first start).
@@ -191,6 +195,9 @@ pub enum SlugCommand {
 
 /// Run the command; Ok holds the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Monitor(args) = cli.command {
+        return monitor::run(args);
+    }
     match &cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -247,9 +254,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(a) => run::run(&client()?, a),
         Command::Domains(a) => domains::domains(&client()?, a),
         Command::Logs(a) => logs::logs(&client()?, a),
-        Command::Daemon(_) | Command::Completions { .. } | Command::Man { .. } => {
-            unreachable!("handled above")
-        }
+        Command::Daemon(_)
+        | Command::Monitor(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => unreachable!("handled above"),
     }
 }
 

@@ -26,8 +26,14 @@ pub struct AppProcess<'a> {
 /// What runs: bash sources `.profile.d/*.sh` and `.profile`, then runs the command line as
 /// Heroku and Scalingo do (`bash -c`), so compound commands (`cd x && ./y`, pipes, `exec`)
 /// work. The command is an argument of the script, never pasted into it.
+///
+/// SIGTERM reaches the whole process group (the init passes it on); bash itself only notes
+/// it (`trap : TERM`, a handler, so the command still gets the default action) and waits,
+/// so the container's exit status is the command's own: 0 for an app that exits cleanly on
+/// SIGTERM, 143 for one the signal killed.
 pub fn command_args(command: &str) -> Vec<String> {
     const SCRIPT: &str = concat!(
+        "trap : TERM; ",
         "for f in /app/.profile.d/*.sh; do [ -r \"$f\" ] && . \"$f\"; done; ",
         "if [ -r /app/.profile ]; then . /app/.profile; fi; ",
         "eval \"$1\""
