@@ -41,8 +41,11 @@ pub struct OneOffIo {
     /// Blocks until it exited; its exit status.
     pub wait: Box<dyn FnOnce() -> Result<i32, RunnerError> + Send>,
     /// Sizes its terminal (rows, columns).
-    pub resize: Option<Box<dyn Fn(u16, u16) + Send + Sync>>,
+    pub resize: Option<Resize>,
 }
+
+/// Sizes a one-off's terminal (rows, columns).
+pub type Resize = Box<dyn Fn(u16, u16) + Send + Sync>;
 
 /// What the daemon asks of the supervisor. Every call may block: the daemon calls them from
 /// blocking threads.
@@ -115,25 +118,24 @@ impl Runner for Supervisor {
         }
         let file = |fd: OwnedFd| File::from(fd);
         let lost = || RunnerError(format!("one-off {name} started without its output"));
-        let (input, output, resize): (_, _, Option<Box<dyn Fn(u16, u16) + Send + Sync>>) =
-            match (mode, o.pty.take()) {
-                (OneOffMode::Terminal, Some(pty)) => {
-                    let clone = |f: &File| {
-                        f.try_clone()
-                            .map_err(|e| RunnerError(format!("one-off {name}: its pty: {e}")))
-                    };
-                    let sizer = Arc::new(clone(&pty)?);
-                    let resize = move |rows, cols| {
-                        let _ = set_window_size(&sizer, rows, cols);
-                    };
-                    (Some(clone(&pty)?), pty, Some(Box::new(resize) as _))
-                }
-                _ => (
-                    o.stdin.take().map(|s| file(s.into())),
-                    o.stdout.take().map(|s| file(s.into())).ok_or_else(lost)?,
-                    None,
-                ),
-            };
+        let (input, output, resize): (_, _, Option<Resize>) = match (mode, o.pty.take()) {
+            (OneOffMode::Terminal, Some(pty)) => {
+                let clone = |f: &File| {
+                    f.try_clone()
+                        .map_err(|e| RunnerError(format!("one-off {name}: its pty: {e}")))
+                };
+                let sizer = Arc::new(clone(&pty)?);
+                let resize = move |rows, cols| {
+                    let _ = set_window_size(&sizer, rows, cols);
+                };
+                (Some(clone(&pty)?), pty, Some(Box::new(resize) as _))
+            }
+            _ => (
+                o.stdin.take().map(|s| file(s.into())),
+                o.stdout.take().map(|s| file(s.into())).ok_or_else(lost)?,
+                None,
+            ),
+        };
         let errors = o.stderr.take().map(|s| file(s.into()));
         Ok(OneOff {
             name,
