@@ -13,7 +13,6 @@ use platform_support::*;
 use slipway::api::daemon::{self, DaemonOptions};
 use slipway::api::routes::{Backend, RouteTable};
 use slipway::api::runner::*;
-use slipway::config::Config;
 
 /// The supervisor's stand-in: rollouts succeed (or fail as told), one-offs run on the host.
 struct Fake {
@@ -186,18 +185,7 @@ impl Daemon {
     fn start_with(rollout_delay: Duration) -> Daemon {
         let world = World::new();
         world.write_config("");
-        let mut config = Config::in_data_dir(&world.data());
-        config.run_dir = world.run_dir();
-        config.socket = world.socket();
-        config.token_file = world.data().join("api-token");
-        config.stacks_dir = World::stacks_dir().into();
-        config.buildpacks_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("buildpacks");
-        config.runtime = std::path::PathBuf::from(env!("CARGO_BIN_EXE_slipway-runtime"));
-        config.build_network.bridge = world.bridge.clone();
-        config.build_network.subnet = world.subnet.clone();
-        config.app_network.bridge = world.app_bridge.clone();
-        config.app_network.subnet = world.app_subnet.clone();
-        config.router_listen = format!("127.0.0.1:{}", world.router_port);
+        let mut config = world.config();
         config.api_listen = Some(format!("127.0.0.1:{}", world.api_port).parse().unwrap());
         let mut opts = DaemonOptions::new(config, SLIPWAY.into());
         opts.build_timeout = Duration::from_secs(600);

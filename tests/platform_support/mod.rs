@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
+pub const RUNTIME: &str = env!("CARGO_BIN_EXE_slipway-runtime");
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A test's own slipway world: nothing in it is shared with other tests but the stacks.
@@ -76,6 +77,11 @@ impl World {
             ("SLIPWAY_DATA_DIR", self.data().display().to_string()),
             ("SLIPWAY_RUN_DIR", self.run_dir().display().to_string()),
             ("SLIPWAY_STACKS_DIR", Self::stacks_dir()),
+            ("SLIPWAY_RUNTIME", RUNTIME.into()),
+            (
+                "SLIPWAY_BUILDPACKS_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/buildpacks").into(),
+            ),
             ("SLIPWAY_SOCKET", self.socket().display().to_string()),
             ("SLIPWAY_BUILD_BRIDGE", self.bridge.clone()),
             ("SLIPWAY_BUILD_SUBNET", self.subnet.clone()),
@@ -88,6 +94,23 @@ impl World {
             ("SLIPWAY_BASE_DOMAIN", "localhost".into()),
             ("NO_COLOR", "1".into()),
         ]
+    }
+
+    /// The Config a daemon of this world resolves (as the library sees it).
+    pub fn config(&self) -> slipway::config::Config {
+        let mut c = slipway::config::Config::in_data_dir(&self.data());
+        c.run_dir = self.run_dir();
+        c.socket = self.socket();
+        c.token_file = self.data().join("api-token");
+        c.stacks_dir = Self::stacks_dir().into();
+        c.buildpacks_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("buildpacks");
+        c.runtime = RUNTIME.into();
+        c.build_network.bridge = self.bridge.clone();
+        c.build_network.subnet = self.subnet.clone();
+        c.app_network.bridge = self.app_bridge.clone();
+        c.app_network.subnet = self.app_subnet.clone();
+        c.router_listen = format!("127.0.0.1:{}", self.router_port);
+        c
     }
 
     /// An empty config file (the host's /etc/slipway stays out of the test).
