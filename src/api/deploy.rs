@@ -626,7 +626,12 @@ async fn release_and_roll_out(
         {
             let _ = store.set_deployment_status(id, DeploymentStatus::RunningPostdeploy, None);
         }
-        log2.line(&format!("       {line}"));
+        // The supervisor's steps read as the build's do; its details are indented.
+        if line.starts_with("----->") || line.starts_with(" !") {
+            log2.line(line);
+        } else {
+            log2.line(&format!("       {line}"));
+        }
     });
     roll_out(d, &release, sink).await.map_err(|e| {
         let status = match &e {
