@@ -63,6 +63,13 @@ impl Platform {
             .append(true)
             .open(self.world.dir.path().join("daemon.log"))
             .unwrap();
+        // As systemd does for Type=notify: the daemon says READY=1 once it serves.
+        let notify_path = self.world.dir.path().join("notify.sock");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
         self.daemon = Some(
             self.world
                 .cmd()
@@ -71,12 +78,21 @@ impl Platform {
                     "SLIPWAY_API_LISTEN",
                     format!("127.0.0.1:{}", self.world.api_port),
                 )
+                .env("NOTIFY_SOCKET", &notify_path)
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .spawn()
                 .unwrap(),
         );
-        self.world.wait_for_socket(Duration::from_secs(60));
+        let mut buf = [0u8; 256];
+        let n = notify
+            .recv(&mut buf)
+            .expect("the daemon never said READY=1");
+        assert_eq!(&buf[..n], b"READY=1");
+        assert!(
+            std::os::unix::net::UnixStream::connect(self.world.socket()).is_ok(),
+            "READY=1 before the API listens"
+        );
     }
 
     fn daemon_log(&self) -> String {
@@ -222,23 +238,21 @@ fn deploy_configure_roll_back_run_log_and_destroy_through_the_router() {
     assert!(out.contains("v5 (rollback to v1)"), "{out}");
     p.answers("shop", "one hi");
 
-    // A hostile archive is refused by name; v5 keeps serving.
-    let evil = w.dir.path().join("evil.tgz");
-    hostile_tarball(
-        &[(
-            "../../../../../../../../tmp/slipway-e2e-canary",
-            tar::EntryType::Regular,
-            b"x",
-            None,
-        )],
-        &evil,
-    );
-    let out = w.fails(&["deploy", "-a", "shop", evil.to_str().unwrap()]);
+    // Hostile archives are refused by name; v5 keeps serving all along.
+    refuse_hostile_archives(w, "shop", || p.answers("shop", "one hi"));
+
+    // A postdeploy command that fails: hook-error, and v5 keeps serving.
+    write_app(&src, "four");
+    std::fs::write(
+        src.join("Procfile"),
+        "web: exec python3 -u server.py\npostdeploy: echo migrating; exit 4\n",
+    )
+    .unwrap();
+    let out = w.fails(&["deploy", "-a", "shop", src.to_str().unwrap()]);
     assert!(
-        out.contains("slipway-e2e-canary") && out.contains("refused"),
+        out.contains("hook-error") && out.contains("migrating") && out.contains("v5 keeps serving"),
         "{out}"
     );
-    assert!(!std::path::Path::new("/tmp/slipway-e2e-canary").exists());
     p.answers("shop", "one hi");
 
     // Containers pass through: scale, ps, one-offs with their exit code.

@@ -621,7 +621,8 @@ async fn release_and_roll_out(
     let postdeploy_seen = std::sync::atomic::AtomicBool::new(false);
     let sink = Arc::new(move |line: &str| {
         if has_postdeploy
-            && line.to_ascii_lowercase().contains(POSTDEPLOY)
+            && line.starts_with("----->")
+            && line.contains(POSTDEPLOY)
             && !postdeploy_seen.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
             let _ = store.set_deployment_status(id, DeploymentStatus::RunningPostdeploy, None);

@@ -342,6 +342,44 @@ pub fn hostile_tarball(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)], 
     b.into_inner().unwrap().finish().unwrap();
 }
 
+/// Deploys each kind of hostile archive to `app` (a path that climbs out, an absolute path, a
+/// link out, a file through a link, a device node): each is refused naming its entry, as a
+/// build error; `after_each` checks what still serves; nothing lands outside. The number of
+/// deployments made.
+pub fn refuse_hostile_archives(w: &World, app: &str, after_each: impl Fn()) -> usize {
+    use tar::EntryType::{Char, Regular as F, Symlink as L};
+    let canary = w.dir.path().join("canary");
+    let escape = format!("../../../../../../../..{}", canary.display());
+    let abs = format!("/tmp/slipway-abs-canary-{}", std::process::id());
+    let through = format!("l/tmp/slipway-link-canary-{}", std::process::id());
+    type Entry<'a> = (&'a str, tar::EntryType, &'a [u8], Option<&'a str>);
+    let cases: Vec<(Vec<Entry>, &str)> = vec![
+        (vec![(escape.as_str(), F, b"pwned", None)], escape.as_str()),
+        (vec![(abs.as_str(), F, b"pwned", None)], abs.as_str()),
+        (vec![("up", L, b"", Some("../../../.."))], "up"),
+        (
+            vec![("l", L, b"", Some("/")), (through.as_str(), F, b"x", None)],
+            through.as_str(),
+        ),
+        (vec![("null", Char, b"", None)], "null"),
+    ];
+    for (i, (entries, named)) in cases.iter().enumerate() {
+        let tgz = w.dir.path().join(format!("hostile-{i}.tgz"));
+        hostile_tarball(entries, &tgz);
+        let out = w.fails(&["deploy", "-a", app, tgz.to_str().unwrap()]);
+        assert!(out.contains(&format!("{named:?}")), "{named}: {out}");
+        assert!(
+            out.contains("build-error") && out.contains("refused"),
+            "{out}"
+        );
+        after_each();
+    }
+    assert!(!canary.exists());
+    assert!(!Path::new(&abs).exists());
+    assert!(!Path::new(&through[1..]).exists());
+    cases.len()
+}
+
 /// A one-shot HTTP server on loopback that serves `body` to every GET; its port.
 pub fn serve_file(body: Vec<u8>) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
