@@ -514,6 +514,13 @@ impl Monitor {
         }
         self.flush_partial();
         let code = status.unwrap_or(128 + libc::SIGKILL);
+        // A program that exits at once may end before the loop saw its pid file: the file
+        // (written by the runtime's create) still tells that the container did start.
+        if self.state.pid.is_none() {
+            self.state.pid = std::fs::read_to_string(&r.pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok());
+        }
         let started = self.state.pid.is_some();
         if !started && stop_at.is_none() {
             let why = if self.last_runtime_lines.is_empty() {
