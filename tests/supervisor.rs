@@ -539,8 +539,9 @@ fn a_new_supervisor_adopts_running_containers_and_a_reboot_brings_the_formation_
         get_json(b.address).unwrap();
     }
 
-    let sup = env.start();
+    // Counted before the start: the new supervisor may report while it starts.
     let reports = env.events.reports.lock().unwrap().len();
+    let sup = env.start();
     // Let it reconcile a while: nothing new starts.
     wait_for("the new supervisor's first report", LONG, || {
         (env.events.reports.lock().unwrap().len() > reports).then_some(())
