@@ -204,7 +204,7 @@ fn a_memory_hog_is_oom_killed_logged_as_such_and_restarted() {
     let log = env.log("hog", "hog-1");
     assert!(log.contains("app[hog.1]: eating"), "{log}");
     assert!(
-        log.contains("slipway[hog.1]: slipway-runtime: container") && log.contains("out of memory"),
+        log.contains("slipway[hog.1]: slipway: hog-1: out of memory (limit 256 MiB)"),
         "{log}"
     );
     sup.stop_app("hog").unwrap();
