@@ -540,6 +540,16 @@ fn a_new_supervisor_adopts_running_containers_and_a_reboot_brings_the_formation_
     }
 
     let sup = env.start();
+    // One supervisor per run dir.
+    match slipway::supervisor::Supervisor::start_with(
+        &env.config(),
+        env.events.clone(),
+        env.options(),
+    ) {
+        Err(SupervisorError::Busy { .. }) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a second supervisor started on the same run dir"),
+    }
     let reports = env.events.reports.lock().unwrap().len();
     // Let it reconcile a while: nothing new starts.
     wait_for("the new supervisor's first report", LONG, || {

@@ -164,6 +164,8 @@ fn daemonize(spec: &MonitorSpec) -> Option<i32> {
             let mut buf = [0u8; 1];
             let _ = std::fs::File::from(ready_read).read(&mut buf);
             let _ = nix::unistd::setsid();
+            // Nothing of the daemon's working directory stays pinned.
+            let _ = std::env::set_current_dir("/");
             if let Ok(null) = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)

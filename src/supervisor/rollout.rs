@@ -412,10 +412,13 @@ pub fn scale(sh: &Shared, app: &str, formation: &Formation) -> Result<(), Superv
             return Err(SupervisorError::NoRelease { app: app.into() });
         };
         for kind in formation.0.keys() {
-            if kind == RELEASE_HOOK || kind == POSTDEPLOY_HOOK {
+            if crate::platform::process_types::is_phase(kind) {
                 return Err(SupervisorError::NotScalable { kind: kind.clone() });
             }
-            if d.release.scalable_types().all(|p| &p.name != kind) {
+            // A type the release does not have may be named with nothing to run.
+            if d.release.scalable_types().all(|p| &p.name != kind)
+                && formation.scale_of(kind).count > 0
+            {
                 return Err(SupervisorError::UnknownType {
                     app: app.into(),
                     kind: kind.clone(),
