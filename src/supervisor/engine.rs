@@ -418,7 +418,7 @@ impl Shared {
         {
             let mut apps = shared.lock();
             shared.load_desired(&mut apps, &mut out);
-            shared.adopt(&mut apps, &mut out);
+            shared.adopt(&mut apps);
         }
         // Whatever dead monitors left (a reboot, a killed monitor) goes before anything new.
         shared.settings.sweep();
@@ -492,7 +492,7 @@ impl Shared {
     }
 
     /// Take over the monitors that still run; forget the state of those that do not.
-    fn adopt(&self, apps: &mut BTreeMap<String, AppRt>, out: &mut Outbox) {
+    fn adopt(&self, apps: &mut BTreeMap<String, AppRt>) {
         let Ok(dirs) = std::fs::read_dir(&self.settings.state_root) else {
             return;
         };
@@ -579,7 +579,6 @@ impl Shared {
                 rt.instances.push(inst);
             }
         }
-        let _ = out;
     }
 
     /// One pass of the reconcile loop.
