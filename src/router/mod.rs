@@ -55,13 +55,12 @@
 //!
 //! # Threads
 //!
-//! One thread per CPU (`workers`), each with a single-threaded tokio runtime and its own
-//! listening socket on the shared address (`SO_REUSEPORT`: the kernel spreads new
-//! connections over them). A client connection, the upstream connections it uses (pooled
-//! per thread) and their tasks all live on one thread, as in nginx's worker processes: no
-//! work stealing, no wake-ups across threads on the request path. The calling thread
-//! watches the routes file and waits for the shutdown signal; one more thread writes the
-//! request logs.
+//! One worker thread per CPU (`workers`), each with a single-threaded tokio runtime. The
+//! calling thread accepts connections and hands each to the worker with the fewest open
+//! connections (it also watches the routes file and waits for the shutdown signal). A
+//! client connection, the upstream connections it uses (pooled per worker) and their tasks
+//! all stay on one worker, as in nginx's worker processes: no work stealing and no wake-ups
+//! across threads on the request path. One more thread writes the request logs.
 //!
 //! # Invariants
 //!
