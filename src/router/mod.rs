@@ -120,7 +120,7 @@ pub struct RouterConfig {
     pub drain_timeout: Duration,
     /// Most client connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
-    /// Most client connections kept idle between requests.
+    /// Most client connections kept idle between requests (each worker keeps its share).
     pub max_idle_connections: usize,
     /// Largest request head (HTTP/1) or header list (HTTP/2), in bytes.
     pub max_header_bytes: usize,

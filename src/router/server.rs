@@ -27,8 +27,6 @@ pub(crate) struct Shared {
     pub upstream: UpstreamConfig,
     pub log: RequestLog,
     pub config: RouterConfig,
-    /// Client connections idle between requests, and their cap.
-    idle: AtomicUsize,
     /// Cloned into every connection and tunnel task; the drain waits for it to be unique.
     tasks: Arc<()>,
     shutdown: watch::Receiver<bool>,
@@ -48,6 +46,10 @@ pub(crate) struct Conn {
     pub log: LogShard,
     /// Open connections of this worker thread (for the choice of a worker).
     load: Arc<AtomicUsize>,
+    /// This worker thread's connections idle between requests, and their cap (the
+    /// worker's share of `max_idle_connections`).
+    idle: Arc<AtomicUsize>,
+    idle_cap: usize,
     /// The client's address as text (for `X-Forwarded-For` and logs).
     pub client_ip: String,
     /// The same, as the `X-Forwarded-For` of a request that had none.
@@ -63,7 +65,7 @@ pub(crate) struct Conn {
 #[derive(Default)]
 struct ConnState {
     in_flight: usize,
-    /// Counted in [`Shared::idle`].
+    /// Counted in [`Conn::idle`].
     idle: bool,
     /// [`now_ms`] of the last request's end.
     idle_since: u64,
@@ -74,7 +76,7 @@ impl Conn {
         let mut state = self.state.lock().expect("connection state lock");
         state.in_flight += 1;
         if std::mem::take(&mut state.idle) {
-            self.shared.idle.fetch_sub(1, Ordering::Relaxed);
+            self.idle.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -85,11 +87,9 @@ impl Conn {
             return;
         }
         state.idle_since = recent_ms();
-        if self.shared.idle.fetch_add(1, Ordering::Relaxed)
-            >= self.shared.config.max_idle_connections
-        {
+        if self.idle.fetch_add(1, Ordering::Relaxed) >= self.idle_cap {
             // Over the cap of idle keep-alive connections: this one closes instead.
-            self.shared.idle.fetch_sub(1, Ordering::Relaxed);
+            self.idle.fetch_sub(1, Ordering::Relaxed);
             self.close.notify_one();
         } else {
             state.idle = true;
@@ -111,7 +111,7 @@ impl Drop for Conn {
     fn drop(&mut self) {
         self.load.fetch_sub(1, Ordering::Relaxed);
         if self.state.get_mut().map(|s| s.idle).unwrap_or(false) {
-            self.shared.idle.fetch_sub(1, Ordering::Relaxed);
+            self.idle.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -199,7 +199,6 @@ impl Router {
             },
             log,
             config,
-            idle: AtomicUsize::new(0),
             tasks: Arc::new(()),
             shutdown,
         });
@@ -337,6 +336,15 @@ async fn worker(
     acceptor: Option<TlsAcceptor>,
 ) {
     let log = shared.log.shard();
+    let idle = Arc::new(AtomicUsize::new(0));
+    let workers = shared.config.workers.max(1);
+    // A share that keeps the total within the cap (at least one each, unless it is 0).
+    let max_idle = shared.config.max_idle_connections;
+    let idle_cap = if max_idle == 0 {
+        0
+    } else {
+        (max_idle / workers).max(1)
+    };
     let sweeper = tokio::spawn(upstream::sweep_loop(shared.upstream.idle_timeout));
     while let Some(accepted) = incoming.recv().await {
         let stream = match TcpStream::from_std(accepted.stream) {
@@ -352,6 +360,8 @@ async fn worker(
             shared: Arc::clone(&shared),
             log: log.clone(),
             load: Arc::clone(&load),
+            idle: Arc::clone(&idle),
+            idle_cap,
             client_ip_header: http::HeaderValue::from_str(&client_ip)
                 .expect("an IP address is header-safe"),
             client_ip,
