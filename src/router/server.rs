@@ -485,8 +485,9 @@ where
     let config = &conn.shared.config;
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
+        // The header timeout is `drive`'s: one timer per connection rather than one per
+        // request (hyper's own allocates and arms a timer for every request head).
+        .header_read_timeout(None)
         .max_buf_size(config.max_header_bytes.max(8192))
         // One copy into hyper's buffer and one write beat writev of small pieces here
         // (measured), and TLS streams have no vectored writes anyway.
@@ -548,8 +549,10 @@ where
     }
 }
 
-/// Runs a connection to its end, closing it gracefully when the router shuts down, when it
-/// is over the idle cap, or when it stays idle longer than the header timeout.
+/// Runs a connection to its end: closes it gracefully when the router shuts down or when
+/// it is over the idle cap, and drops it when it has had no request in flight for the
+/// header timeout (which covers both idle keep-alive connections and request heads sent
+/// too slowly: a request counts from its complete head).
 async fn drive<C: GracefulConnection>(
     connection: C,
     conn: Arc<Conn>,
@@ -581,8 +584,8 @@ async fn drive<C: GracefulConnection>(
             () = idle_check.as_mut(), if !closing => {
                 let idle_for = conn.idle_for(now_ms());
                 if idle_for >= idle_limit {
-                    closing = true;
-                    connection.as_mut().graceful();
+                    // Nothing is in flight: no answer can be lost by closing at once.
+                    return;
                 } else {
                     let wait = Duration::from_millis(idle_limit - idle_for);
                     idle_check.as_mut().reset(tokio::time::Instant::now() + wait);
