@@ -204,7 +204,7 @@ fn a_memory_hog_is_oom_killed_logged_as_such_and_restarted() {
     let log = env.log("hog", "hog-1");
     assert!(log.contains("app[hog.1]: eating"), "{log}");
     assert!(
-        log.contains("slipway[hog.1]: slipway-runtime: container") && log.contains("out of memory"),
+        log.contains("slipway[hog.1]: slipway: hog-1: out of memory (limit 256 MiB)"),
         "{log}"
     );
     sup.stop_app("hog").unwrap();
@@ -539,8 +539,19 @@ fn a_new_supervisor_adopts_running_containers_and_a_reboot_brings_the_formation_
         get_json(b.address).unwrap();
     }
 
-    let sup = env.start();
+    // Counted before the start: the new supervisor may report while it starts.
     let reports = env.events.reports.lock().unwrap().len();
+    let sup = env.start();
+    // One supervisor per run dir.
+    match slipway::supervisor::Supervisor::start_with(
+        &env.config(),
+        env.events.clone(),
+        env.options(),
+    ) {
+        Err(SupervisorError::Busy { .. }) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a second supervisor started on the same run dir"),
+    }
     // Let it reconcile a while: nothing new starts.
     wait_for("the new supervisor's first report", LONG, || {
         (env.events.reports.lock().unwrap().len() > reports).then_some(())

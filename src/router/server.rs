@@ -27,8 +27,6 @@ pub(crate) struct Shared {
     pub upstream: UpstreamConfig,
     pub log: RequestLog,
     pub config: RouterConfig,
-    /// Client connections idle between requests, and their cap.
-    idle: AtomicUsize,
     /// Cloned into every connection and tunnel task; the drain waits for it to be unique.
     tasks: Arc<()>,
     shutdown: watch::Receiver<bool>,
@@ -46,6 +44,12 @@ pub(crate) struct Conn {
     pub shared: Arc<Shared>,
     /// This worker thread's share of the request log.
     pub log: LogShard,
+    /// Open connections of this worker thread (for the choice of a worker).
+    load: Arc<AtomicUsize>,
+    /// This worker thread's connections idle between requests, and their cap (the
+    /// worker's share of `max_idle_connections`).
+    idle: Arc<AtomicUsize>,
+    idle_cap: usize,
     /// The client's address as text (for `X-Forwarded-For` and logs).
     pub client_ip: String,
     /// The same, as the `X-Forwarded-For` of a request that had none.
@@ -61,7 +65,7 @@ pub(crate) struct Conn {
 #[derive(Default)]
 struct ConnState {
     in_flight: usize,
-    /// Counted in [`Shared::idle`].
+    /// Counted in [`Conn::idle`].
     idle: bool,
     /// [`now_ms`] of the last request's end.
     idle_since: u64,
@@ -72,7 +76,7 @@ impl Conn {
         let mut state = self.state.lock().expect("connection state lock");
         state.in_flight += 1;
         if std::mem::take(&mut state.idle) {
-            self.shared.idle.fetch_sub(1, Ordering::Relaxed);
+            self.idle.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -83,11 +87,9 @@ impl Conn {
             return;
         }
         state.idle_since = recent_ms();
-        if self.shared.idle.fetch_add(1, Ordering::Relaxed)
-            >= self.shared.config.max_idle_connections
-        {
+        if self.idle.fetch_add(1, Ordering::Relaxed) >= self.idle_cap {
             // Over the cap of idle keep-alive connections: this one closes instead.
-            self.shared.idle.fetch_sub(1, Ordering::Relaxed);
+            self.idle.fetch_sub(1, Ordering::Relaxed);
             self.close.notify_one();
         } else {
             state.idle = true;
@@ -107,8 +109,9 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        self.load.fetch_sub(1, Ordering::Relaxed);
         if self.state.get_mut().map(|s| s.idle).unwrap_or(false) {
-            self.shared.idle.fetch_sub(1, Ordering::Relaxed);
+            self.idle.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -116,20 +119,37 @@ impl Drop for Conn {
 /// A bound router, ready to serve.
 ///
 /// It serves on [`RouterConfig::workers`] threads, each with its own single-threaded
-/// runtime and its own listening sockets (`SO_REUSEPORT`, the kernel spreads connections
-/// over them): a connection, its upstream connections and their tasks stay on one thread,
-/// as in nginx's worker processes, with no work stealing or cross-thread wake-ups on the
-/// request path.
+/// runtime. The calling thread accepts connections and hands each to the worker with the
+/// fewest open connections; from then on the connection, the upstream connections it uses
+/// (pooled per worker) and their tasks stay on that worker, as in nginx's worker processes:
+/// no work stealing or cross-thread wake-ups on the request path.
 pub struct Router {
     shared: Arc<Shared>,
-    /// Per worker: its HTTP listener and, with HTTPS, its TLS listener.
-    listeners: Vec<(std::net::TcpListener, Option<std::net::TcpListener>)>,
+    listener: std::net::TcpListener,
+    tls_listener: Option<std::net::TcpListener>,
     acceptor: Option<TlsAcceptor>,
     watcher: routes_watch::Watcher,
     local_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
     log_thread: std::thread::JoinHandle<()>,
+}
+
+/// An accepted connection on its way to a worker.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    tls: bool,
+    port_header: http::HeaderValue,
+    permit: OwnedSemaphorePermit,
+}
+
+/// The accepting side's view of a worker.
+#[derive(Clone)]
+struct WorkerHandle {
+    tx: tokio::sync::mpsc::UnboundedSender<Accepted>,
+    /// Open client connections on the worker.
+    load: Arc<AtomicUsize>,
 }
 
 impl Router {
@@ -151,16 +171,15 @@ impl Router {
         let mut watcher = routes_watch::Watcher::new(&config, Arc::clone(&routes));
         watcher.reload();
 
-        let workers = config.workers.max(1);
-        let http = listen_group(config.listen, workers)?;
-        let local_addr = local_addr_of(&http[0], config.listen)?;
-        let (tls, tls_addr) = match config.tls_listen {
+        let listener = listen(config.listen)?;
+        let local_addr = local_addr_of(&listener, config.listen)?;
+        let (tls_listener, tls_addr) = match config.tls_listen {
             Some(addr) => {
-                let group = listen_group(addr, workers)?;
-                let bound = local_addr_of(&group[0], addr)?;
-                (group.into_iter().map(Some).collect(), Some(bound))
+                let listener = listen(addr)?;
+                let bound = local_addr_of(&listener, addr)?;
+                (Some(listener), Some(bound))
             }
-            None => ((0..workers).map(|_| None).collect::<Vec<_>>(), None),
+            None => (None, None),
         };
         let acceptor = tls_addr.map(|_| TlsAcceptor::from(tls::server_config(Arc::clone(&routes))));
         let (log, log_thread) = RequestLog::start(config.data_dir.clone(), config.log_max_bytes)
@@ -180,13 +199,13 @@ impl Router {
             },
             log,
             config,
-            idle: AtomicUsize::new(0),
             tasks: Arc::new(()),
             shutdown,
         });
         Ok(Router {
             shared,
-            listeners: http.into_iter().zip(tls).collect(),
+            listener,
+            tls_listener,
             acceptor,
             watcher,
             local_addr,
@@ -207,65 +226,77 @@ impl Router {
     }
 
     /// Serves until the future made by `shutdown` resolves (it is made and awaited on this
-    /// thread's runtime, which also watches the routes file), then stops accepting, drains
-    /// requests in flight (up to the drain timeout) and writes out the request logs.
+    /// thread, which also accepts connections and watches the routes file), then stops
+    /// accepting, drains requests in flight (up to the drain timeout) and writes out the
+    /// request logs.
     pub fn serve<F, S>(self, shutdown: S) -> Result<(), RouterError>
     where
         S: FnOnce() -> Result<F, RouterError>,
         F: Future<Output = ()>,
     {
         let start = |what| move |source| RouterError::Start { what, source };
-        let limit = Arc::new(Semaphore::new(self.shared.config.max_connections));
+        let mut threads = Vec::new();
         let mut workers = Vec::new();
-        for (index, (http, tls)) in self.listeners.into_iter().enumerate() {
+        for index in 0..self.shared.config.workers.max(1) {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let load = Arc::new(AtomicUsize::new(0));
             let shared = Arc::clone(&self.shared);
-            let limit = Arc::clone(&limit);
             let acceptor = self.acceptor.clone();
+            let worker_load = Arc::clone(&load);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(start("worker runtime"))?;
             let thread = std::thread::Builder::new()
                 .name(format!("router-{index}"))
-                .spawn(move || runtime.block_on(worker(shared, limit, http, tls, acceptor)))
+                .spawn(move || runtime.block_on(worker(shared, rx, worker_load, acceptor)))
                 .map_err(start("worker thread"))?;
-            workers.push(thread);
+            threads.push(thread);
+            workers.push(WorkerHandle { tx, load });
         }
         let control = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(start("control runtime"))?;
-        let shutdown_rx = self.shared.shutdown.clone();
-        let watcher = self.watcher;
+        let shared = Arc::clone(&self.shared);
+        let (listener, tls_listener, watcher) = (self.listener, self.tls_listener, self.watcher);
+        let shutdown_tx = &self.shutdown_tx;
         let result = control.block_on(async move {
             let stop = shutdown()?;
-            tokio::spawn(watcher.run(shutdown_rx));
+            tokio::spawn(watcher.run(shared.shutdown.clone()));
+            let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+            let mut loops = Vec::new();
+            for (listener, tls) in [(Some(listener), false), (tls_listener, true)] {
+                let Some(listener) = listener else { continue };
+                let listener = TcpListener::from_std(listener).map_err(start("listener"))?;
+                loops.push(tokio::spawn(accept_loop(
+                    listener,
+                    tls,
+                    Arc::clone(&shared),
+                    Arc::clone(&limit),
+                    workers.clone(),
+                )));
+            }
+            drop(workers);
             stop.await;
+            eprintln!(
+                "slipway router: shutting down: no new connections, draining requests in flight"
+            );
+            let _ = shutdown_tx.send(true);
+            for accept in loops {
+                let _ = accept.await;
+            }
             Ok(())
         });
-        eprintln!("slipway router: shutting down: no new connections, draining requests in flight");
+        // The accept loops are gone with their senders: each worker drains and returns.
         let _ = self.shutdown_tx.send(true);
-        for thread in workers {
+        for thread in threads {
             let _ = thread.join();
         }
         self.shared.log.stop();
         let _ = self.log_thread.join();
         result
     }
-}
-
-/// `workers` listening sockets on one address (`SO_REUSEPORT`); a port 0 is chosen once.
-fn listen_group(
-    addr: SocketAddr,
-    workers: usize,
-) -> Result<Vec<std::net::TcpListener>, RouterError> {
-    let first = listen(addr)?;
-    let bound = local_addr_of(&first, addr)?;
-    let mut group = vec![first];
-    for _ in 1..workers {
-        group.push(listen(bound)?);
-    }
-    Ok(group)
 }
 
 fn local_addr_of(
@@ -287,53 +318,76 @@ fn listen(addr: SocketAddr) -> Result<std::net::TcpListener, RouterError> {
     }
     .map_err(fail)?;
     socket.set_reuseaddr(true).map_err(fail)?;
-    // Only sockets of the same user can join the group (Linux checks the owner's uid).
-    socket.set_reuseport(true).map_err(fail)?;
     socket.bind(addr).map_err(fail)?;
     // SAFETY: the descriptor was just released by `into_raw_fd`, nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) };
-    // tokio's own `listen` needs a runtime; the worker threads register the sockets.
+    // tokio's own `listen` needs a runtime, and this runs before there is one.
     nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::MAXCONN)
         .map_err(|errno| fail(std::io::Error::from(errno)))?;
     Ok(std::net::TcpListener::from(fd))
 }
 
-/// One worker thread: its listeners, its connections, its upstream pools; returns once
-/// the router shuts down and its share of the drain is over.
+/// One worker thread: the connections handed to it, its upstream pools; returns once the
+/// router shuts down and its share of the drain is over.
 async fn worker(
     shared: Arc<Shared>,
-    limit: Arc<Semaphore>,
-    http: std::net::TcpListener,
-    tls: Option<std::net::TcpListener>,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+    load: Arc<AtomicUsize>,
     acceptor: Option<TlsAcceptor>,
 ) {
-    let mut loops = Vec::new();
     let log = shared.log.shard();
-    match TcpListener::from_std(http) {
-        Ok(listener) => loops.push(tokio::spawn(accept_loop(
-            listener,
-            None,
-            Arc::clone(&shared),
-            Arc::clone(&limit),
-            log.clone(),
-        ))),
-        Err(e) => eprintln!("slipway router: a worker cannot use its HTTP listener: {e}"),
-    }
-    if let (Some(tls), Some(acceptor)) = (tls, acceptor) {
-        match TcpListener::from_std(tls) {
-            Ok(listener) => loops.push(tokio::spawn(accept_loop(
-                listener,
-                Some(acceptor),
-                Arc::clone(&shared),
-                Arc::clone(&limit),
-                log.clone(),
-            ))),
-            Err(e) => eprintln!("slipway router: a worker cannot use its HTTPS listener: {e}"),
-        }
-    }
+    let idle = Arc::new(AtomicUsize::new(0));
+    let workers = shared.config.workers.max(1);
+    // A share that keeps the total within the cap (at least one each, unless it is 0).
+    let max_idle = shared.config.max_idle_connections;
+    let idle_cap = if max_idle == 0 {
+        0
+    } else {
+        (max_idle / workers).max(1)
+    };
     let sweeper = tokio::spawn(upstream::sweep_loop(shared.upstream.idle_timeout));
-    for accept in loops {
-        let _ = accept.await;
+    while let Some(accepted) = incoming.recv().await {
+        let stream = match TcpStream::from_std(accepted.stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                load.fetch_sub(1, Ordering::Relaxed);
+                eprintln!("slipway router: a worker cannot take a connection: {e}");
+                continue;
+            }
+        };
+        let client_ip = accepted.peer.ip().to_canonical().to_string();
+        let conn = Arc::new(Conn {
+            shared: Arc::clone(&shared),
+            log: log.clone(),
+            load: Arc::clone(&load),
+            idle: Arc::clone(&idle),
+            idle_cap,
+            client_ip_header: http::HeaderValue::from_str(&client_ip)
+                .expect("an IP address is header-safe"),
+            client_ip,
+            port_header: accepted.port_header,
+            tls: accepted.tls,
+            state: Mutex::new(ConnState {
+                idle_since: now_ms(),
+                ..ConnState::default()
+            }),
+            close: Notify::new(),
+        });
+        let token = shared.task_token();
+        match (&acceptor, accepted.tls) {
+            (Some(acceptor), true) => {
+                tokio::spawn(serve_tls(
+                    stream,
+                    acceptor.clone(),
+                    conn,
+                    accepted.permit,
+                    token,
+                ));
+            }
+            _ => {
+                tokio::spawn(serve_http1(stream, conn, accepted.permit, token));
+            }
+        }
     }
     sweeper.abort();
     // Connections on this thread finish while it waits here for all of them.
@@ -350,12 +404,18 @@ async fn worker(
     }
 }
 
+/// Resolves once the router shuts down.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Accepts connections and hands each to the worker with the fewest open connections.
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: Option<TlsAcceptor>,
+    tls: bool,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
-    log: LogShard,
+    workers: Vec<WorkerHandle>,
 ) {
     let mut shutdown = shared.shutdown.clone();
     let port_header = http::HeaderValue::from(listener.local_addr().map_or(0, |a| a.port()));
@@ -363,7 +423,7 @@ async fn accept_loop(
         // Past the connection cap, new connections wait in the listen backlog.
         let permit = tokio::select! {
             permit = Arc::clone(&limit).acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = shutdown.changed() => return,
+            () = stopped(&mut shutdown) => return,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -375,32 +435,26 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            () = stopped(&mut shutdown) => return,
         };
         let _ = stream.set_nodelay(true);
-        let client_ip = peer.ip().to_canonical().to_string();
-        let conn = Arc::new(Conn {
-            shared: Arc::clone(&shared),
-            log: log.clone(),
-            client_ip_header: http::HeaderValue::from_str(&client_ip)
-                .expect("an IP address is header-safe"),
-            client_ip,
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        let worker = workers
+            .iter()
+            .min_by_key(|w| w.load.load(Ordering::Relaxed))
+            .expect("at least one worker");
+        worker.load.fetch_add(1, Ordering::Relaxed);
+        let accepted = Accepted {
+            stream,
+            peer,
+            tls,
             port_header: port_header.clone(),
-            tls: acceptor.is_some(),
-            state: Mutex::new(ConnState {
-                idle_since: now_ms(),
-                ..ConnState::default()
-            }),
-            close: Notify::new(),
-        });
-        let token = shared.task_token();
-        match &acceptor {
-            None => {
-                tokio::spawn(serve_http1(stream, conn, permit, token));
-            }
-            Some(acceptor) => {
-                tokio::spawn(serve_tls(stream, acceptor.clone(), conn, permit, token));
-            }
+            permit,
+        };
+        if worker.tx.send(accepted).is_err() {
+            worker.load.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -431,9 +485,13 @@ where
     let config = &conn.shared.config;
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
+        // The header timeout is `drive`'s: one timer per connection rather than one per
+        // request (hyper's own allocates and arms a timer for every request head).
+        .header_read_timeout(None)
         .max_buf_size(config.max_header_bytes.max(8192))
+        // One copy into hyper's buffer and one write beat writev of small pieces here
+        // (measured), and TLS streams have no vectored writes anyway.
+        .writev(false)
         .keep_alive(true);
     let service_conn = Arc::clone(&conn);
     let service = service_fn(move |req| proxy::handle(Arc::clone(&service_conn), req));
@@ -491,8 +549,10 @@ where
     }
 }
 
-/// Runs a connection to its end, closing it gracefully when the router shuts down, when it
-/// is over the idle cap, or when it stays idle longer than the header timeout.
+/// Runs a connection to its end: closes it gracefully when the router shuts down or when
+/// it is over the idle cap, and drops it when it has had no request in flight for the
+/// header timeout (which covers both idle keep-alive connections and request heads sent
+/// too slowly: a request counts from its complete head).
 async fn drive<C: GracefulConnection>(
     connection: C,
     conn: Arc<Conn>,
@@ -507,7 +567,7 @@ async fn drive<C: GracefulConnection>(
     let close_asked = async {
         tokio::select! {
             () = conn.close.notified() => {}
-            _ = shutdown.wait_for(|stop| *stop) => {}
+            () = stopped(&mut shutdown) => {}
         }
     };
     let mut close_asked = std::pin::pin!(close_asked);
@@ -524,8 +584,8 @@ async fn drive<C: GracefulConnection>(
             () = idle_check.as_mut(), if !closing => {
                 let idle_for = conn.idle_for(now_ms());
                 if idle_for >= idle_limit {
-                    closing = true;
-                    connection.as_mut().graceful();
+                    // Nothing is in flight: no answer can be lost by closing at once.
+                    return;
                 } else {
                     let wait = Duration::from_millis(idle_limit - idle_for);
                     idle_check.as_mut().reset(tokio::time::Instant::now() + wait);

@@ -13,7 +13,10 @@
 //!   the request arrived).
 //!
 //! Pooled connections stay in their backend's pool while a response is read on them; a
-//! request takes the most recently used one that is ready for another request.
+//! request takes the most recently used one that is ready for another request. A request
+//! that could not be sent again (a body, or a method that is not idempotent) takes none
+//! that has been idle for [`REPLAY_AFTER_IDLE_MS`] or more: it opens a new connection
+//! rather than risk one the backend is closing.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -192,7 +195,10 @@ pub(crate) async fn forward(
         let pooled = if fresh {
             None
         } else {
-            checkout(backend, config)
+            // A request that could not be sent again takes no connection that sat idle
+            // long enough for the backend to be closing it.
+            let idle_limit = (!replayable).then_some(REPLAY_AFTER_IDLE_MS);
+            checkout(backend, config, idle_limit)
         };
         // Only a request on a connection that was idle a while may have to be sent again.
         let replay = replayable
@@ -316,11 +322,13 @@ thread_local! {
 }
 
 /// A pooled connection to `backend` that is ready for another request, if any, and how
-/// long it has been in the pool (ms). Closed and stale connections are dropped on the way;
-/// busy ones (a response still being read) stay.
+/// long it has been in the pool (ms); with `idle_limit`, only one in the pool for less
+/// than that. Closed and stale connections are dropped on the way; busy ones (a response
+/// still being read) stay.
 fn checkout(
     backend: &Backend,
     config: &UpstreamConfig,
+    idle_limit: Option<u64>,
 ) -> Option<(http1::SendRequest<UpBody>, u64)> {
     let now = recent_ms();
     let oldest = now.saturating_sub(config.idle_timeout.as_millis() as u64);
@@ -333,7 +341,9 @@ fn checkout(
             let entry = &pool[i];
             if entry.sender.is_closed() || entry.since < oldest {
                 pool.remove(i);
-            } else if entry.sender.is_ready() {
+            } else if entry.sender.is_ready()
+                && idle_limit.is_none_or(|limit| now.saturating_sub(entry.since) < limit)
+            {
                 let entry = pool.remove(i).expect("index in range");
                 return Some((entry.sender, now.saturating_sub(entry.since)));
             }
@@ -387,6 +397,7 @@ async fn connect(
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     let _ = stream.set_nodelay(true);
     let (sender, connection) = http1::Builder::new()
+        .writev(false)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(std::io::Error::other)?;

@@ -112,6 +112,8 @@ pub struct Instance {
     pub signalled: bool,
     /// Set when the monitor has ended.
     pub gone: Option<Ending>,
+    /// Its end was told (events), for instances kept after it (candidates).
+    announced: bool,
     mtime: Option<SystemTime>,
 }
 
@@ -348,6 +350,8 @@ impl Settings {
 }
 
 pub struct Shared {
+    /// One supervisor per run dir: two would each start the formation.
+    _lock: nix::fcntl::Flock<std::fs::File>,
     pub settings: Settings,
     pub events: Arc<dyn Events>,
     pub apps: Mutex<BTreeMap<String, AppRt>>,
@@ -389,7 +393,20 @@ impl Shared {
         let settings = Settings::new(config, options);
         create_private_dir(&settings.state_root)?;
         create_private_dir(&settings.desired_dir)?;
+        let lock_path = settings.state_root.with_extension("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(at("open", &lock_path))?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| SupervisorError::Busy {
+                lock: lock_path.clone(),
+                why: e.desc().to_string(),
+            })?;
         let shared = Arc::new(Shared {
+            _lock: lock,
             settings,
             events,
             apps: Mutex::new(BTreeMap::new()),
@@ -401,7 +418,7 @@ impl Shared {
         {
             let mut apps = shared.lock();
             shared.load_desired(&mut apps, &mut out);
-            shared.adopt(&mut apps, &mut out);
+            shared.adopt(&mut apps);
         }
         // Whatever dead monitors left (a reboot, a killed monitor) goes before anything new.
         shared.settings.sweep();
@@ -475,7 +492,7 @@ impl Shared {
     }
 
     /// Take over the monitors that still run; forget the state of those that do not.
-    fn adopt(&self, apps: &mut BTreeMap<String, AppRt>, out: &mut Outbox) {
+    fn adopt(&self, apps: &mut BTreeMap<String, AppRt>) {
         let Ok(dirs) = std::fs::read_dir(&self.settings.state_root) else {
             return;
         };
@@ -550,6 +567,7 @@ impl Shared {
                     stop: None,
                     signalled: false,
                     gone: None,
+                    announced: false,
                     mtime: None,
                 };
                 // A hook belongs to a rollout that died with the previous daemon; an old
@@ -561,7 +579,6 @@ impl Shared {
                 rt.instances.push(inst);
             }
         }
-        let _ = out;
     }
 
     /// One pass of the reconcile loop.
@@ -645,18 +662,19 @@ impl Shared {
                 continue;
             };
             if inst.role == Role::Candidate {
+                // Its rollout or replacement sees the end and forgets it.
+                if !inst.announced {
+                    for line in ev::ended(&inst.name, &ending, inst.size) {
+                        out.event(app, line);
+                    }
+                    rt.instances[i].announced = true;
+                }
                 i += 1;
                 continue;
             }
             let inst = rt.instances.remove(i);
-            match &ending {
-                Ending::Exit(x) => {
-                    for line in ev::exited(&inst.name, x, inst.size) {
-                        out.event(app, line);
-                    }
-                }
-                Ending::Failed(why) => out.event(app, ev::could_not_start(&inst.name, why)),
-                Ending::Lost => out.event(app, ev::lost(&inst.name)),
+            for line in ev::ended(&inst.name, &ending, inst.size) {
+                out.event(app, line);
             }
             if inst.role == Role::OneOff {
                 rt.exits.push_back((inst.id.clone(), ending.code()));
@@ -910,6 +928,7 @@ impl Shared {
             stop: None,
             signalled: false,
             gone: None,
+            announced: false,
             mtime: None,
         });
         let id = spec.id.clone();

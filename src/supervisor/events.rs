@@ -2,6 +2,7 @@
 //! crashed`): every line starts with the container's process label.
 use std::time::Duration;
 
+use super::engine::Ending;
 use super::monitor::log_names;
 use super::size::Size;
 use super::state::Exit;
@@ -51,6 +52,15 @@ pub fn exited(name: &str, exit: &Exit, size: Size) -> Vec<String> {
         None => lines.push(format!("{l}: Process exited with status {}", exit.code)),
     }
     lines
+}
+
+/// How an instance's monitor ended, as events.
+pub fn ended(name: &str, ending: &Ending, size: Size) -> Vec<String> {
+    match ending {
+        Ending::Exit(x) => exited(name, x, size),
+        Ending::Failed(why) => vec![could_not_start(name, why)],
+        Ending::Lost => vec![lost(name)],
+    }
 }
 
 pub fn could_not_start(name: &str, why: &str) -> String {

@@ -54,8 +54,9 @@ pub use size::{BadSize, Formation, Scale, Size};
 /// The port web containers listen on (`$PORT`).
 pub const WEB_PORT: u16 = 5000;
 
-/// Procfile entries that are hooks, never scaled: Heroku's release phase, run before a
-/// release's containers start, and Scalingo's postdeploy, run before traffic switches.
+/// Procfile entries that are hooks (`platform::process_types::PHASES`), never scaled:
+/// Heroku's release phase, run before a release's containers start, and Scalingo's
+/// postdeploy, run before traffic switches.
 pub const RELEASE_HOOK: &str = "release";
 pub const POSTDEPLOY_HOOK: &str = "postdeploy";
 
@@ -84,7 +85,7 @@ impl Release {
     pub fn scalable_types(&self) -> impl Iterator<Item = &ProcessType> {
         self.process_types
             .iter()
-            .filter(|p| p.name != RELEASE_HOOK && p.name != POSTDEPLOY_HOOK)
+            .filter(|p| !crate::platform::process_types::is_phase(&p.name))
     }
 }
 
@@ -183,6 +184,8 @@ pub enum SupervisorError {
         #[source]
         source: RolloutError,
     },
+    #[error("another supervisor (a slipway daemon) holds {lock} ({why}): only one may supervise a run dir; stop the other one first")]
+    Busy { lock: PathBuf, why: String },
     #[error("one-off {name} is detached: its output is in the app's log, and it has no exit status to wait for here")]
     Detached { name: String },
 }
@@ -342,5 +345,49 @@ impl Drop for Supervisor {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_supervisor_can_be_shared_by_a_multi_threaded_daemon() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Supervisor>();
+        shared::<Options>();
+        fn sent<T: Send>() {}
+        sent::<OneOff>();
+    }
+
+    #[test]
+    fn rollout_errors_map_to_deployment_statuses() {
+        let boot = RolloutError::BootTimeout {
+            container: "web-1".into(),
+            secs: 60,
+        };
+        assert_eq!(boot.status(), "timeout-error");
+        assert!(boot.to_string().contains("$PORT"), "{boot}");
+        assert_eq!(RolloutError::HookTimeout.status(), "hook-error");
+        assert_eq!(RolloutError::HookFailed { code: 1 }.status(), "hook-error");
+        assert_eq!(RolloutError::Start("x".into()).status(), "crashed-error");
+        let release = Release {
+            app: "a".into(),
+            version: 1,
+            slug_dir: "/s".into(),
+            process_types: ["web", "release", "postdeploy", "worker"]
+                .iter()
+                .map(|n| ProcessType {
+                    name: n.to_string(),
+                    command: format!("./{n}"),
+                    origin: "Procfile".into(),
+                })
+                .collect(),
+            env: Vec::new(),
+        };
+        let scalable: Vec<&str> = release.scalable_types().map(|p| p.name.as_str()).collect();
+        assert_eq!(scalable, ["web", "worker"]);
+        assert_eq!(release.command(POSTDEPLOY_HOOK), Some("./postdeploy"));
     }
 }

@@ -11,31 +11,38 @@
 //! 3. enters a private mount namespace (the overlay root exists only there and dies with the
 //!    monitor), prepares the sandbox (overlay of slug and run stack, network namespace on the
 //!    app bridge, limits by size), isolates the bridge's ports from one another;
-//! 4. runs the container through `slipway-runtime run` (the runtime's minimal init as PID 1),
-//!    its output to the app log (`DATA_DIR/logs/APP/NAME.log`, lines `app[web.1]: …`) or to
-//!    the caller's stdio;
+//! 4. creates the container through `slipway-runtime create` (the runtime's minimal init as
+//!    PID 1) and starts it; the monitor is a subreaper, so the init, whose parent exits, is
+//!    its child and no runtime process stays beside the container. Its output goes to the app
+//!    log (`DATA_DIR/logs/APP/NAME.log`, lines `app[web.1]: …`) or to the caller's stdio;
 //! 5. records the container's state as it changes (starting, running, up once a web
 //!    container accepts TCP on its port, stopping, exited with its status and whether the
-//!    kernel's OOM killer struck: the runtime's "out of memory" line);
-//! 6. on SIGTERM, stops the container (SIGTERM through the runtime to the init, which passes
-//!    it to the app's process group; SIGKILL to everything after the grace period);
+//!    kernel's OOM killer struck: the memory cgroup's `oom_kill` counter, read before the
+//!    cgroup goes);
+//! 6. on SIGTERM, stops the container: SIGTERM to the init, which passes it to the app's
+//!    process group; SIGKILL to the init (and so to everything in its pid namespace) after the
+//!    grace period;
 //! 7. when the container has ended, records how, cleans up (runtime state, network, overlay,
 //!    workspace) and exits: with the container's status in the attached modes.
 //!
 //! Invariants: the monitor never starts a thread of its own before it has entered its mount
-//! namespace (the network layer's namespace creation uses a short-lived one); it is the only
-//! writer of its state file and of its container's log file while it runs.
+//! namespace (the network layer's namespace creation uses a short-lived one); it gives the
+//! memory its setup freed back (`malloc_trim`) before it settles to wait; it is the only
+//! writer of its state file. Its container's log file (`web-1.log`) is shared only with the
+//! instance of the same name that replaces it, during the overlap of a rolling restart or a
+//! rollout; both append whole lines.
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
 
 use super::app_spec::{self, AppProcess};
 use super::state::{rfc3339, take_spec, Exit, Mode, MonitorSpec, MonitorState, Phase};
@@ -54,6 +61,9 @@ const MAX_LINE: usize = 16 * 1024;
 const DRAIN: Duration = Duration::from_secs(2);
 
 const PROBE_EVERY: Duration = Duration::from_millis(50);
+
+/// How much output is read at once.
+const READ_BUF: usize = 16 * 1024;
 
 fn signals() -> SigSet {
     let mut set = SigSet::empty();
@@ -110,6 +120,7 @@ pub fn main(spec_path: &Path) -> i32 {
         partial: Vec::new(),
         oom: false,
         last_runtime_lines: Vec::new(),
+        buf: vec![0; READ_BUF],
     };
     if m.spec.mode != Mode::Daemon {
         m.save();
@@ -153,6 +164,8 @@ fn daemonize(spec: &MonitorSpec) -> Option<i32> {
             let mut buf = [0u8; 1];
             let _ = std::fs::File::from(ready_read).read(&mut buf);
             let _ = nix::unistd::setsid();
+            // Nothing of the daemon's working directory stays pinned.
+            let _ = std::env::set_current_dir("/");
             if let Ok(null) = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -174,15 +187,16 @@ struct Monitor {
     partial: Vec<u8>,
     oom: bool,
     last_runtime_lines: Vec<String>,
+    /// The output read buffer.
+    buf: Vec<u8>,
 }
 
 /// The container while it runs.
 struct Running {
-    child: Child,
+    /// The container's init, our child.
+    init: Option<nix::unistd::Pid>,
     output: Option<OwnedFd>,
     console: Option<UnixListener>,
-    pid_file: PathBuf,
-    ip: Ipv4Addr,
 }
 
 impl Monitor {
@@ -245,6 +259,10 @@ impl Monitor {
         if let Err(e) = mounts::enter_private_mount_ns() {
             return self.fail(e.to_string());
         }
+        // The container's init is forked by the runtime's create, which exits: it is ours.
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            return self.fail(format!("PR_SET_CHILD_SUBREAPER: {e}"));
+        }
         let place = Place {
             workspaces: self.spec.place.workspaces.clone(),
             run_dir: self.spec.place.run_dir.clone(),
@@ -297,10 +315,13 @@ impl Monitor {
         code
     }
 
-    /// Write the bundle and start `slipway-runtime run`.
+    /// Write the bundle, create the container (`slipway-runtime create`: its init, forked by
+    /// the runtime, becomes our child since we are a subreaper) and start it.
     fn start(&mut self, sandbox: &Sandbox) -> Result<Running, String> {
         let mut spec = sandbox.spec().clone();
         if let Some(linux) = spec.linux_mut() {
+            // Named here, so that the OOM counter can be read where the runtime put it.
+            linux.set_cgroups_path(Some(PathBuf::from(cgroup_path(sandbox.id()))));
             if let Some(res) = linux.resources_mut() {
                 let cpu = oci_spec::runtime::LinuxCpuBuilder::default()
                     .shares(self.spec.size.cpu_shares())
@@ -318,10 +339,11 @@ impl Monitor {
         let config = bundle.join("config.json");
         std::fs::write(&config, serde_json::to_vec(&spec).expect("spec serializes"))
             .map_err(|e| format!("write {}: {e}", config.display()))?;
+        drop(spec);
         let pid_file = sandbox.workspace().join("init.pid");
         let launcher = sandbox.launcher();
         let mut cmd = Command::new(&launcher.runtime);
-        cmd.arg("--root").arg(&launcher.root).arg("run");
+        cmd.arg("--root").arg(&launcher.root).arg("create");
         let mut console = None;
         let mut output = None;
         match self.spec.mode {
@@ -348,8 +370,6 @@ impl Monitor {
                 let sock = sandbox.workspace().join("console.sock");
                 let l = UnixListener::bind(&sock)
                     .map_err(|e| format!("console socket {}: {e}", sock.display()))?;
-                l.set_nonblocking(true)
-                    .map_err(|e| format!("console socket: {e}"))?;
                 cmd.arg("--console-socket").arg(&sock);
                 // stdin is the caller's socket, for the pty's master: not the container's.
                 cmd.stdin(Stdio::null())
@@ -363,31 +383,75 @@ impl Monitor {
             .arg("--pid-file")
             .arg(&pid_file)
             .arg(sandbox.id());
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", launcher.runtime.display()))?;
-        Ok(Running {
-            child,
+        let mut r = Running {
+            init: None,
             output,
             console,
-            pid_file,
-            ip: sandbox.ip(),
-        })
+        };
+        let created = cmd
+            .status()
+            .map_err(|e| format!("start {}: {e}", launcher.runtime.display()))?;
+        drop(cmd);
+        if !created.success() {
+            self.drain(&mut r);
+            return Err(self.runtime_error(&format!("the runtime's create ended with {created}")));
+        }
+        let init = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .ok_or_else(|| format!("the runtime wrote no pid to {}", pid_file.display()))?;
+        r.init = Some(nix::unistd::Pid::from_raw(init));
+        let started = Command::new(&launcher.runtime)
+            .arg("--root")
+            .arg(&launcher.root)
+            .args(["start", sandbox.id()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("start {}: {e}", launcher.runtime.display()))?;
+        if !started.status.success() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(init), None);
+            self.drain(&mut r);
+            return Err(String::from_utf8_lossy(&started.stderr).trim().to_string());
+        }
+        self.state.pid = Some(init);
+        self.state.phase = if self.spec.probe {
+            Phase::Running
+        } else {
+            Phase::Up
+        };
+        self.save();
+        Ok(r)
+    }
+
+    /// What the runtime said (its last lines), or `otherwise`.
+    fn runtime_error(&self, otherwise: &str) -> String {
+        if self.last_runtime_lines.is_empty() {
+            otherwise.to_string()
+        } else {
+            self.last_runtime_lines.join("; ")
+        }
     }
 
     /// Wait for the container's end, taking its output, signals and probes as they come.
     fn supervise(&mut self, sigfd: &SignalFd, mut r: Running, sandbox: &Sandbox) -> i32 {
         let grace = Duration::from_millis(self.spec.grace_ms);
-        let run_pid = nix::unistd::Pid::from_raw(r.child.id() as i32);
+        let init = r.init.expect("started");
         let mut stop_at: Option<Instant> = None;
         let mut killed = false;
         let mut status: Option<i32> = None;
         let mut drain_until: Option<Instant> = None;
         let mut next_probe = Instant::now();
+        let ip = sandbox.ip();
+        // Everything the setup allocated and freed goes back to the kernel: the monitor
+        // stays small for the container's whole life.
+        // SAFETY: malloc_trim only releases free memory.
+        unsafe { libc::malloc_trim(0) };
         loop {
-            let output_open = r.output.is_some();
             if status.is_some()
-                && (!output_open || drain_until.is_some_and(|d| Instant::now() >= d))
+                && (r.output.is_none() || drain_until.is_some_and(|d| Instant::now() >= d))
             {
                 break;
             }
@@ -398,13 +462,10 @@ impl Monitor {
                 && status.is_none();
             let mut wait: Option<Duration> = None;
             let mut sooner = |d: Duration| wait = Some(wait.map_or(d, |w: Duration| w.min(d)));
-            if self.state.pid.is_none() && status.is_none() {
-                sooner(Duration::from_millis(10));
-            }
             if probing {
                 sooner(next_probe.saturating_duration_since(now));
             }
-            if let Some(at) = stop_at.filter(|_| !killed) {
+            if let Some(at) = stop_at.filter(|_| !killed && status.is_none()) {
                 sooner(at.saturating_duration_since(now));
             }
             if let Some(d) = drain_until {
@@ -429,34 +490,39 @@ impl Monitor {
                         .and_then(|f| f.revents())
                         .is_some_and(|e| !e.is_empty())
                 };
-                let out_i = 1;
                 let con_i = if r.output.is_some() { 2 } else { 1 };
                 (
                     ready(0),
-                    r.output.is_some() && ready(out_i),
+                    r.output.is_some() && ready(1),
                     r.console.is_some() && ready(con_i),
                 )
             };
             if sig_ready {
                 while let Ok(Some(info)) = sigfd.read_signal() {
-                    let sig = info.ssi_signo as i32;
-                    if sig == libc::SIGCHLD {
+                    if info.ssi_signo as i32 == libc::SIGCHLD {
                         continue;
                     }
                     if stop_at.is_none() && status.is_none() {
                         self.state.phase = Phase::Stopping;
                         self.save();
-                        let _ = nix::sys::signal::kill(run_pid, Signal::SIGTERM);
+                        // The init passes it on to the app's process group.
+                        let _ = nix::sys::signal::kill(init, Signal::SIGTERM);
                         stop_at = Some(Instant::now() + grace);
                     }
                 }
-                if status.is_none() {
-                    if let Ok(Some(s)) = r.child.try_wait() {
-                        status = Some(s.code().unwrap_or_else(|| {
-                            128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)
-                        }));
-                        drain_until = Some(Instant::now() + DRAIN);
+                // Reap: the init (whose status is the container's) and anything else.
+                loop {
+                    match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                        Ok(WaitStatus::Exited(pid, code)) if pid == init => status = Some(code),
+                        Ok(WaitStatus::Signaled(pid, sig, _)) if pid == init => {
+                            status = Some(128 + sig as i32)
+                        }
+                        Ok(WaitStatus::StillAlive) | Err(_) => break,
+                        Ok(_) => {}
                     }
+                }
+                if status.is_some() && drain_until.is_none() {
+                    drain_until = Some(Instant::now() + DRAIN);
                 }
             }
             if out_ready {
@@ -471,24 +537,8 @@ impl Monitor {
                     }
                 }
             }
-            if self.state.pid.is_none() && status.is_none() {
-                if let Some(pid) = std::fs::read_to_string(&r.pid_file)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<i32>().ok())
-                {
-                    self.state.pid = Some(pid);
-                    if self.state.phase == Phase::Starting {
-                        self.state.phase = if self.spec.probe {
-                            Phase::Running
-                        } else {
-                            Phase::Up
-                        };
-                    }
-                    self.save();
-                }
-            }
             if probing && Instant::now() >= next_probe {
-                let addr = SocketAddr::from((r.ip, self.spec.port));
+                let addr = SocketAddr::from((ip, self.spec.port));
                 if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
                     self.state.phase = Phase::Up;
                     self.save();
@@ -498,35 +548,27 @@ impl Monitor {
             if let Some(at) = stop_at {
                 if !killed && status.is_none() && Instant::now() >= at {
                     killed = true;
-                    sandbox.launcher().kill(sandbox.id());
+                    // The init is PID 1 of the container: everything in it dies with it.
+                    let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
                 }
             }
         }
-        if let Some(out) = r.output.take() {
-            // What is still buffered, without waiting for more.
-            let mut buf = [0u8; 65536];
-            while let Ok(n) = nix::unistd::read(&out, &mut buf) {
-                if n == 0 {
-                    break;
-                }
-                self.take_output(&buf[..n]);
-            }
-        }
+        self.drain(&mut r);
         self.flush_partial();
         let code = status.unwrap_or(128 + libc::SIGKILL);
-        let started = self.state.pid.is_some();
-        if !started && stop_at.is_none() {
-            let why = if self.last_runtime_lines.is_empty() {
-                format!("the runtime exited with status {code} before the container started")
-            } else {
-                self.last_runtime_lines.join("; ")
-            };
-            return self.fail(why);
+        let oom = self.oom || oom_kills(sandbox.id()).unwrap_or(0) > 0;
+        if oom && !self.oom {
+            let msg = format!(
+                "slipway: {}: out of memory (limit {} MiB): the kernel killed a process",
+                self.spec.name,
+                self.spec.size.memory_bytes() >> 20
+            );
+            self.say(&msg);
         }
         self.state.phase = Phase::Exited;
         self.state.exit = Some(Exit {
             code,
-            oom: self.oom,
+            oom,
             stopped: stop_at.is_some(),
             killed,
             at: rfc3339(std::time::SystemTime::now()),
@@ -538,15 +580,30 @@ impl Monitor {
         code
     }
 
+    /// Read what is buffered in the output pipe, without waiting for more.
+    fn drain(&mut self, r: &mut Running) {
+        if let Some(out) = r.output.take() {
+            let mut buf = std::mem::take(&mut self.buf);
+            while let Ok(n) = nix::unistd::read(&out, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                self.take_output(&buf[..n]);
+            }
+            self.buf = buf;
+        }
+    }
+
     fn read_output(&mut self, r: &mut Running) {
         let Some(fd) = &r.output else { return };
-        let mut buf = [0u8; 65536];
+        let mut buf = std::mem::take(&mut self.buf);
         match nix::unistd::read(fd, &mut buf) {
             Ok(0) => r.output = None,
             Ok(n) => self.take_output(&buf[..n]),
             Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
             Err(_) => r.output = None,
         }
+        self.buf = buf;
         if let Some(w) = &mut self.log {
             let _ = w.flush();
         }
@@ -592,6 +649,43 @@ impl Monitor {
             let _ = w.append(Timestamp::now(), source, &label, text);
         }
     }
+}
+
+/// The container's cgroup, relative to each hierarchy's root.
+fn cgroup_path(id: &str) -> String {
+    format!("/slipway/{id}")
+}
+
+/// How many times the kernel's OOM killer struck in the container's memory cgroup (v1
+/// `memory.oom_control`, v2 `memory.events`), while the cgroup still exists.
+fn oom_kills(id: &str) -> Option<u64> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    for line in mountinfo.lines() {
+        let (left, right) = line.split_once(" - ")?;
+        let mount_point = left.split(' ').nth(4)?;
+        let mut r = right.split(' ');
+        let (fstype, options) = (r.next()?, r.nth(1).unwrap_or(""));
+        let file = match fstype {
+            "cgroup" if options.split(',').any(|o| o == "memory") => "memory.oom_control",
+            "cgroup2" => {
+                let controllers =
+                    std::fs::read_to_string(Path::new(mount_point).join("cgroup.controllers"))
+                        .unwrap_or_default();
+                if !controllers.split_whitespace().any(|c| c == "memory") {
+                    continue;
+                }
+                "memory.events"
+            }
+            _ => continue,
+        };
+        let path = PathBuf::from(format!("{mount_point}{}/{file}", cgroup_path(id)));
+        let text = std::fs::read_to_string(path).ok()?;
+        return text
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|v| v.trim().parse().ok());
+    }
+    None
 }
 
 /// Take the pty master the container's init sends to the console socket and pass it on to

@@ -276,7 +276,7 @@ pub fn start(
         match super::monitor::recv_fd(sock.as_raw_fd()) {
             Ok(fd) => one.pty = Some(File::from(fd)),
             Err(e) => {
-                let _ = child.kill();
+                one.stop();
                 let mut msg = String::new();
                 if let Some(mut err) = one.stderr.take() {
                     let _ = std::io::Read::read_to_string(&mut err, &mut msg);

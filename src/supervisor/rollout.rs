@@ -403,7 +403,7 @@ fn stop_later_now(sh: &Shared, app: &str, id: &str) {
 pub fn scale(sh: &Shared, app: &str, formation: &Formation) -> Result<(), SupervisorError> {
     let op = sh.op(app);
     let _op = op.lock().unwrap_or_else(|e| e.into_inner());
-    let (resized, d) = {
+    let resized = {
         let mut apps = sh.lock();
         let Some(rt) = apps.get_mut(app) else {
             return Err(SupervisorError::NoRelease { app: app.into() });
@@ -412,10 +412,13 @@ pub fn scale(sh: &Shared, app: &str, formation: &Formation) -> Result<(), Superv
             return Err(SupervisorError::NoRelease { app: app.into() });
         };
         for kind in formation.0.keys() {
-            if kind == RELEASE_HOOK || kind == POSTDEPLOY_HOOK {
+            if crate::platform::process_types::is_phase(kind) {
                 return Err(SupervisorError::NotScalable { kind: kind.clone() });
             }
-            if d.release.scalable_types().all(|p| &p.name != kind) {
+            // A type the release does not have may be named with nothing to run.
+            if d.release.scalable_types().all(|p| &p.name != kind)
+                && formation.scale_of(kind).count > 0
+            {
                 return Err(SupervisorError::UnknownType {
                     app: app.into(),
                     kind: kind.clone(),
@@ -439,11 +442,10 @@ pub fn scale(sh: &Shared, app: &str, formation: &Formation) -> Result<(), Superv
         let mut next = d.clone();
         next.formation = new;
         sh.save_desired(app, &next)?;
-        *d = next.clone();
-        (resized, next)
+        *d = next;
+        resized
     };
     sh.changed.notify_all();
-    let _ = d;
     for (kind, size) in resized {
         let olds: Vec<String> = {
             let apps = sh.lock();

@@ -186,6 +186,12 @@ impl Env {
     /// Build `fixture` (under tests/fixtures/apps) as `app` with the real `slipway build`;
     /// the unpacked slug's directory.
     pub fn build(&self, fixture_name: &str, app: &str) -> PathBuf {
+        let v = self.build_json(fixture_name, app);
+        PathBuf::from(v["unpacked"].as_str().unwrap())
+    }
+
+    /// `slipway build --json`'s result.
+    pub fn build_json(&self, fixture_name: &str, app: &str) -> serde_json::Value {
         let out = self
             .cmd()
             .args(["build", "--json", "-a", app])
@@ -197,8 +203,7 @@ impl Env {
             "build of {fixture_name} failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        PathBuf::from(v["unpacked"].as_str().unwrap())
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     pub fn log_file(&self, app: &str, source: &str) -> PathBuf {
