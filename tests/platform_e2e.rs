@@ -290,6 +290,24 @@ fn deploy_configure_roll_back_run_log_and_destroy_through_the_router() {
         String::from_utf8_lossy(&out.stdout)
     );
 
+    // With a terminal, the one-off gets one (a pty, sized as ours).
+    let out = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "stty cols 77 rows 22; {SLIPWAY} run -a shop -- 'tty; stty size; exit 5'"
+        ))
+        .arg("/dev/null")
+        .envs(w.env())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert!(
+        text.contains("/dev/pts/") && text.contains("22 77"),
+        "{text}"
+    );
+
     // Logs: the app's output, platform events and router lines, in one place.
     for _ in 0..3 {
         p.answers("shop", "one hi");
