@@ -586,6 +586,8 @@ fn build_that_outlives_its_timeout() {
     );
     assert!(!ok);
     assert!(log.contains("longer than"), "{log}");
+    // It says where the build was.
+    assert!(log.contains("during bin/compile of Slow"), "{log}");
     let procs = Command::new("pgrep")
         .args(["-f", "sleep 600"])
         .output()
@@ -918,4 +920,37 @@ fn an_app_picks_the_debian_13_stack_with_its_stack_config_var() {
     assert!(body.contains("200"), "{body}");
     let (ok, log, _) = env.build(&app, &["-a", "py313", "-e", "STACK=heroku-24"]);
     assert!(!ok && log.contains("slipway-12, slipway-13"), "{log}");
+}
+
+#[test]
+fn a_hanging_detect_is_named_and_a_forced_buildpack_that_does_not_detect_says_so() {
+    let env = Env::new();
+    let app = app_with(&env, "app-detect", &[("n", "1")]);
+    // bin/detect that never answers.
+    let hang = env.dir.path().join("bp-hang");
+    write_buildpack(&hang, "Hang", "true", None);
+    std::fs::write(hang.join("bin/detect"), "#!/bin/bash\nsleep 600\n").unwrap();
+    let (ok, log, _) = env.build(
+        &app,
+        &[
+            "-a",
+            "hang",
+            "--buildpack",
+            hang.to_str().unwrap(),
+            "--timeout",
+            "5",
+        ],
+    );
+    assert!(!ok);
+    assert!(log.contains("during bin/detect of"), "{log}");
+    // bin/detect that says no: the chosen buildpack runs, with a notice.
+    let no = env.dir.path().join("bp-no");
+    write_buildpack(&no, "No", "echo '-----> compiled anyway'", None);
+    std::fs::write(no.join("bin/detect"), "#!/bin/bash\nexit 1\n").unwrap();
+    let (_, log, _) = env.build(&app, &["-a", "no", "--buildpack", no.to_str().unwrap()]);
+    assert!(
+        log.contains("does not recognise this app; running it anyway"),
+        "{log}"
+    );
+    assert!(log.contains("compiled anyway"), "{log}");
 }

@@ -370,9 +370,17 @@ async fn build(
     if d.config().allow_local_buildpacks {
         cmd.arg("--allow-local-buildpacks");
     }
-    for (k, v) in &app.config {
-        cmd.arg("-e").arg(format!("{k}={v}"));
-    }
+    // Config vars go through a file only root can read: on the command line any local user
+    // would see them in /proc/PID/cmdline.
+    let env_file = work_dir.join("env.json");
+    let vars: std::collections::BTreeMap<&String, &String> =
+        app.config.iter().map(|(k, v)| (k, v)).collect();
+    write_private(
+        &env_file,
+        &serde_json::to_vec(&vars).expect("config vars serialize"),
+    )
+    .map_err(|e| fail(format!("writing {}: {e}", env_file.display())))?;
+    cmd.arg("--env-file").arg(&env_file);
     cmd.arg(&root)
         .envs(config_env(d.config()))
         .stdin(Stdio::null())
@@ -780,4 +788,17 @@ fn json_line(event: &StreamEvent) -> Bytes {
 /// The path the uploaded archive of deployment `id` is moved to before it is queued.
 pub fn archive_path(d: &Daemon, id: i64) -> PathBuf {
     d.deployments_dir().join(id.to_string()).join("archive")
+}
+
+/// A file of the daemon's own, mode 0600 from its creation.
+fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)
 }

@@ -16,6 +16,11 @@ fail() { # what, code
   exit "${2:-1}"
 }
 
+# Where the build is, for the builder to say should the deadline stop it.
+at() {
+  printf '%s\n' "$1" > "$out/phase"
+}
+
 selected=()
 names=()
 if [ "$mode" = detect ]; then
@@ -23,6 +28,7 @@ if [ "$mode" = detect ]; then
   for bp in "${packs[@]}"; do
     label=$(cat "$bp/.slipway-name" 2>/dev/null || basename "$bp")
     tried+=("$label")
+    at "bin/detect of $label"
     if name=$("$bp/bin/detect" /app 2>/dev/null); then
       selected=("$bp")
       names=("${name:-$label}")
@@ -39,7 +45,12 @@ if [ "$mode" = detect ]; then
 else
   for bp in "${packs[@]}"; do
     label=$(cat "$bp/.slipway-name" 2>/dev/null || basename "$bp")
-    name=$("$bp/bin/detect" /app 2>/dev/null) || name=$label
+    at "bin/detect of $label"
+    if ! name=$("$bp/bin/detect" /app 2>/dev/null); then
+      # Chosen by BUILDPACK_URL, .buildpacks or --buildpack: it runs, but say so.
+      echo "-----> $label: its bin/detect does not recognise this app; running it anyway, as chosen"
+      name=$label
+    fi
     selected+=("$bp")
     names+=("${name:-$label}")
   done
@@ -53,6 +64,7 @@ for bp in "${selected[@]}"; do
   name=${names[$i]}
   [ "${#selected[@]}" -gt 1 ] && echo "-----> Buildpack $((i + 1))/${#selected[@]}: $name"
   t0=$(date +%s.%N)
+  at "bin/compile of $name"
   "$bp/bin/compile" /app /cache /env 2>&1
   code=$?
   echo "$t0 $(date +%s.%N)" > "$out/compile-time-$i"
@@ -66,6 +78,7 @@ for bp in "${selected[@]}"; do
     . "$bp/export"
   fi
   if [ -x "$bp/bin/release" ]; then
+    at "bin/release of $name"
     if ! "$bp/bin/release" /app > "$out/release-$i.yml" 2> "$out/release-$i.err"; then
       echo " !     $name: bin/release failed: $(tail -n 3 "$out/release-$i.err")"
       fail "release $i $name" 1

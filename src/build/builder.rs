@@ -45,8 +45,8 @@ pub enum BuildError {
     },
     #[error("buildpack {name}: bin/release failed")]
     ReleaseFailed { name: String },
-    #[error("the build took longer than {0:?} and was stopped; make it faster or raise the timeout (--timeout)")]
-    Timeout(Duration),
+    #[error("the build took longer than {limit:?} and was stopped{during}; make it faster or raise the timeout (--timeout)")]
+    Timeout { limit: Duration, during: String },
     #[error("the build container failed with exit code {code} (its output is above)")]
     Container { code: i32, last_lines: String },
     #[error(transparent)]
@@ -494,7 +494,17 @@ pub fn build(
     let outcome = outcome?;
     let result_file = |name: &str| build_result_file(&slipway_dir, name);
     match outcome {
-        Outcome::TimedOut => return Err(BuildError::Timeout(opts.timeout)),
+        Outcome::TimedOut => {
+            let phase = result_file("phase").ok().flatten().unwrap_or_default();
+            let during = match phase.trim() {
+                "" => String::new(),
+                p => format!(" during {p}"),
+            };
+            return Err(BuildError::Timeout {
+                limit: opts.timeout,
+                during,
+            });
+        }
         Outcome::Exited(0) => {}
         Outcome::Exited(code) => {
             // Unreadable (replaced by the build): the generic error below.

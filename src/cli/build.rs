@@ -27,6 +27,10 @@ pub struct BuildArgs {
     /// buildpack by URL (local paths only with --allow-local-buildpacks).
     #[arg(long = "env", short = 'e')]
     pub env: Vec<String>,
+    /// Config vars from a file holding a JSON object of names to values: unlike `-e`, the
+    /// values never appear in the process list (`/proc/PID/cmdline`).
+    #[arg(long = "env-file")]
+    pub env_file: Option<PathBuf>,
     /// Force one buildpack, chosen by the operator: a URL, a directory, a git repository or a
     /// tarball of this host. Wins over BUILDPACK_URL and .buildpacks.
     #[arg(long)]
@@ -70,6 +74,18 @@ pub fn build(config: &Config, a: BuildArgs) -> anyhow::Result<u8> {
             .split_once('=')
             .with_context(|| format!("--env {kv}: use KEY=VALUE"))?;
         opts.env.push((k.to_string(), v.to_string()));
+    }
+    if let Some(path) = &a.env_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--env-file {}", path.display()))?;
+        let vars: std::collections::BTreeMap<String, String> = serde_json::from_str(&text)
+            .with_context(|| {
+                format!(
+                    "--env-file {}: write a JSON object of names to string values",
+                    path.display()
+                )
+            })?;
+        opts.env.extend(vars);
     }
     opts.buildpack = a.buildpack.clone();
     opts.buildpack_policy.allow_local = a.allow_local_buildpacks || config.allow_local_buildpacks;
