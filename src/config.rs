@@ -63,6 +63,8 @@ pub struct Config {
     pub socket: PathBuf,
     /// The daemon's TCP API, when set (token required).
     pub api_listen: Option<SocketAddr>,
+    /// The TCP API's bearer token (generated at the daemon's first start; root only).
+    pub token_file: PathBuf,
     pub router_listen: String,
     /// Apps answer at NAME.<base domain>.
     pub base_domain: String,
@@ -85,6 +87,7 @@ pub struct Overrides {
     pub app_subnet: Option<String>,
     pub socket: Option<PathBuf>,
     pub api_listen: Option<String>,
+    pub token_file: Option<PathBuf>,
     pub router_listen: Option<String>,
     pub base_domain: Option<String>,
     pub allow_local_buildpacks: Option<bool>,
@@ -102,6 +105,7 @@ struct FileConfig {
     buildpacks_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
     api_listen: Option<String>,
+    token_file: Option<PathBuf>,
     router_listen: Option<String>,
     base_domain: Option<String>,
     allow_local_buildpacks: Option<bool>,
@@ -209,6 +213,10 @@ impl Config {
                 .socket
                 .or(f.socket)
                 .unwrap_or_else(|| run_dir.join("slipway.sock")),
+            token_file: o
+                .token_file
+                .or(f.token_file)
+                .unwrap_or_else(|| data_dir.join("api-token")),
             router_listen: o
                 .router_listen
                 .or(f.router_listen)
@@ -300,6 +308,7 @@ mod tests {
         assert_eq!(c.run_dir, PathBuf::from("/tmp/run"));
         assert_eq!(c.stacks_dir, PathBuf::from("/srv/slipway"));
         assert_eq!(c.socket, PathBuf::from("/tmp/run/slipway.sock"));
+        assert_eq!(c.token_file, PathBuf::from("/srv/slipway/api-token"));
         assert_eq!(c.app_network.bridge, "apps0");
         assert_eq!(c.app_network.subnet, DEFAULT_APP_SUBNET);
         assert_eq!(c.build_network.bridge, DEFAULT_BUILD_BRIDGE);

@@ -891,3 +891,31 @@ fn slugs_are_listed_pruned_and_removed() {
     assert!(st.success());
     assert!(list(&env).is_empty());
 }
+
+#[test]
+fn an_app_picks_the_debian_13_stack_with_its_stack_config_var() {
+    let env = Env::new();
+    let app = app_with(
+        &env,
+        "py313",
+        &[
+            (".python-version", "3.13\n"),
+            ("requirements.txt", ""),
+            (
+                "Procfile",
+                "web: python3 -c 'import sys; print(sys.version)' && exec python3 -m http.server $PORT\n",
+            ),
+        ],
+    );
+    // On the default stack (Python 3.11) the version is refused, naming the stack that has it.
+    let (ok, log, _) = env.build(&app, &["-a", "py313"]);
+    assert!(!ok, "{log}");
+    assert!(log.contains("STACK=slipway-13"), "{log}");
+    let (log, json) = env.build_ok(&app, &["-a", "py313", "-e", "STACK=slipway-13"]);
+    assert!(log.contains("3.13"), "{log}");
+    assert_eq!(json["stack"], "slipway-13");
+    let body = env.serve_and_get(&slug_of(&json));
+    assert!(body.contains("200"), "{body}");
+    let (ok, log, _) = env.build(&app, &["-a", "py313", "-e", "STACK=heroku-24"]);
+    assert!(!ok && log.contains("slipway-12, slipway-13"), "{log}");
+}

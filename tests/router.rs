@@ -129,6 +129,7 @@ async fn websocket_echo_through_the_router() {
     ws.close(None).await.unwrap();
     let line = world.wait_for_log("app", "status=101", 1).await;
     assert_eq!(line.len(), 1, "{:?}", world.router_log("app"));
+    assert!(line[0].contains("at=info "), "{line:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,4 +399,43 @@ async fn sigterm_drains_requests_in_flight_and_exits_0() {
     assert_eq!(status.code(), Some(0));
     // The log was written out before exit.
     assert_eq!(world.wait_for_log("app", "status=200", 1).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_and_interrupted_exchanges_are_logged_as_such() {
+    let backend = TestBackend::start("big").await;
+    let (truncating, _task) = start_truncating_backend().await;
+    let mut world = World::new();
+    world.write_routes(&[("app", &[backend.addr]), ("cut", &[truncating])]);
+    let router = RouterProcess::start(&world, &[]);
+
+    // HEAD: hyper sends no body; still a complete exchange.
+    let mut client = Client::connect(router.addr).await;
+    let head = hyper::Request::head("/")
+        .header("host", HOST)
+        .body(http_body_util::Full::new(bytes::Bytes::new()).boxed())
+        .unwrap();
+    assert_eq!(client.send(head).await.unwrap().status, 200);
+    let lines = world.wait_for_log("app", "method=HEAD", 1).await;
+    assert!(
+        lines[0].contains("at=info ") && lines[0].contains("bytes=0 "),
+        "{lines:?}"
+    );
+
+    // The client goes away in the middle of a large download: R16.
+    let response = send_streaming(router.addr, request(HOST, "/download?bytes=100000000")).await;
+    let mut body = response.into_body();
+    body.frame().await.unwrap().unwrap();
+    drop(body);
+    let lines = world.wait_for_log("app", "code=R16", 1).await;
+    assert_eq!(lines.len(), 1, "{:?}", world.router_log("app"));
+    assert!(lines[0].contains("status=200 "), "{lines:?}");
+
+    // The backend goes away in the middle of its response: R17, and the client's
+    // response is cut short rather than completed.
+    let response = send_streaming(router.addr, request("cut.localhost", "/")).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.into_body().collect().await.is_err());
+    let lines = world.wait_for_log("cut", "code=R17", 1).await;
+    assert_eq!(lines.len(), 1, "{:?}", world.router_log("cut"));
 }

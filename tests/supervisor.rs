@@ -539,6 +539,8 @@ fn a_new_supervisor_adopts_running_containers_and_a_reboot_brings_the_formation_
         get_json(b.address).unwrap();
     }
 
+    // Counted before the start: the new supervisor may report while it starts.
+    let reports = env.events.reports.lock().unwrap().len();
     let sup = env.start();
     // One supervisor per run dir.
     match slipway::supervisor::Supervisor::start_with(
@@ -550,7 +552,6 @@ fn a_new_supervisor_adopts_running_containers_and_a_reboot_brings_the_formation_
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a second supervisor started on the same run dir"),
     }
-    let reports = env.events.reports.lock().unwrap().len();
     // Let it reconcile a while: nothing new starts.
     wait_for("the new supervisor's first report", LONG, || {
         (env.events.reports.lock().unwrap().len() > reports).then_some(())

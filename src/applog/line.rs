@@ -73,19 +73,37 @@ impl From<SystemTime> for Timestamp {
     }
 }
 
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Timestamp {
+    /// The text form as bytes, written digit by digit (log writers call this for every
+    /// line). Years outside 0..=9999 are clamped to keep the width.
+    pub fn to_bytes(self) -> [u8; TIMESTAMP_LEN] {
         let secs = self.micros.div_euclid(1_000_000);
         let micro = self.micros.rem_euclid(1_000_000);
         let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
         let (y, m, d) = civil_from_days(days);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micro:06}+00:00",
-            sod / 3600,
-            sod % 3600 / 60,
-            sod % 60
-        )
+        let mut text = *b"0000-00-00T00:00:00.000000+00:00";
+        put_digits(&mut text[0..4], y.clamp(0, 9999));
+        put_digits(&mut text[5..7], m);
+        put_digits(&mut text[8..10], d);
+        put_digits(&mut text[11..13], sod / 3600);
+        put_digits(&mut text[14..16], sod % 3600 / 60);
+        put_digits(&mut text[17..19], sod % 60);
+        put_digits(&mut text[20..26], micro);
+        text
+    }
+}
+
+fn put_digits(out: &mut [u8], mut n: i64) {
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.to_bytes();
+        f.write_str(std::str::from_utf8(&text).expect("digits and punctuation"))
     }
 }
 
@@ -160,17 +178,29 @@ pub(crate) fn push_lines(
     process: &str,
     message: &str,
 ) {
-    let prefix = format!("{time} {source}[{process}]: ");
+    let stamp = time.to_bytes();
     let message = message.strip_suffix('\n').unwrap_or(message);
     for part in message.split('\n') {
         let part = part.strip_suffix('\r').unwrap_or(part);
-        out.extend_from_slice(prefix.as_bytes());
-        for c in part.chars() {
-            if c.is_control() && c != '\t' {
-                out.extend_from_slice(format!("\\x{:02x}", c as u32).as_bytes());
-            } else {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        out.extend_from_slice(&stamp);
+        out.push(b' ');
+        out.extend_from_slice(source.as_bytes());
+        out.push(b'[');
+        out.extend_from_slice(process.as_bytes());
+        out.extend_from_slice(b"]: ");
+        if part
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) || b == b'\t')
+        {
+            out.extend_from_slice(part.as_bytes());
+        } else {
+            for c in part.chars() {
+                if c.is_control() && c != '\t' {
+                    out.extend_from_slice(format!("\\x{:02x}", c as u32).as_bytes());
+                } else {
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
             }
         }
         out.push(b'\n');

@@ -25,7 +25,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 
-pub use line::{LogLine, Timestamp};
+pub use line::{LogLine, Timestamp, TIMESTAMP_LEN};
 pub use reader::{tail, Follow};
 pub use writer::{LogWriter, DEFAULT_MAX_BYTES};
 

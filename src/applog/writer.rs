@@ -74,16 +74,21 @@ impl LogWriter {
         process: &str,
         message: &str,
     ) -> Result<(), AppLogError> {
-        let start = self.buf.len();
-        push_lines(&mut self.buf, time, source, process, message);
-        let added = (self.buf.len() - start) as u64;
+        let mut lines = Vec::new();
+        push_lines(&mut lines, time, source, process, message);
+        self.append_lines(&lines)
+    }
+
+    /// Appends lines already in the log line shape (whole lines, each ending in `\n`, in
+    /// time order). The rotation check is made once for all of them: the file may end up
+    /// larger than the bound by at most this call's bytes.
+    pub fn append_lines(&mut self, lines: &[u8]) -> Result<(), AppLogError> {
+        let added = lines.len() as u64;
         if self.size > 0 && self.size + added > self.max_bytes {
-            // The new lines go to the fresh file: write out what came before them first.
-            let new_lines = self.buf.split_off(start);
             self.flush()?;
             self.rotate()?;
-            self.buf = new_lines;
         }
+        self.buf.extend_from_slice(lines);
         self.size += added;
         if self.buf.len() >= BUFFER_BYTES {
             self.flush()?;

@@ -112,6 +112,45 @@ impl BuildOptions {
     }
 }
 
+/// The stacks an app can choose with its `STACK` config var: (name, build stack, run stack).
+/// Side by side as Heroku keeps heroku-22 and heroku-24.
+pub const STACKS: &[(&str, &str, &str)] = &[
+    ("slipway-12", "build", "run"),
+    ("slipway-13", "build-13", "run-13"),
+];
+/// The stack of apps that do not choose one.
+pub const DEFAULT_STACK: &str = "slipway-12";
+
+/// (name, build stack, run stack) of the stack `opts` asks for.
+fn chosen_stack(
+    opts: &BuildOptions,
+) -> Result<(&'static str, &'static str, &'static str), BuildError> {
+    let asked = opts
+        .env
+        .iter()
+        .find(|(k, _)| k == "STACK")
+        .map_or(DEFAULT_STACK, |(_, v)| v.as_str());
+    STACKS
+        .iter()
+        .find(|(name, _, _)| *name == asked)
+        .copied()
+        .ok_or_else(|| {
+            BuildError::Input(format!(
+                "config var STACK={asked:?} names no stack; set one of: {} (Debian 12 and 13)",
+                STACKS.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+            ))
+        })
+}
+
+/// The run stack of a slug built on `stack` (as `BuildResult::stack` records it; `run` for
+/// slugs recorded before stacks had names).
+pub fn run_stack_of(stack: &str) -> &str {
+    STACKS
+        .iter()
+        .find(|(name, _, run)| *name == stack || *run == stack)
+        .map_or("run", |s| s.2)
+}
+
 /// Detection order of the built-in buildpacks.
 pub const BUILTIN_ORDER: &[&str] = &["python", "nodejs", "go", "static", "procfile"];
 
@@ -303,12 +342,18 @@ fn prepare_buildpacks(
 
 /// The build container: the build stack under the workspace's overlay, the source at `/app`,
 /// the cache, config vars, buildpacks and the build script bound in.
-fn build_container(opts: &BuildOptions, ws: &Path, stack: &Stack, cache_dir: &Path) -> Container {
+fn build_container(
+    opts: &BuildOptions,
+    ws: &Path,
+    stack_name: &str,
+    stack: &Stack,
+    cache_dir: &Path,
+) -> Container {
     let mut env = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
         "HOME=/app".into(),
         "LANG=C.UTF-8".into(),
-        format!("STACK=slipway-{}", stack.name),
+        format!("STACK={stack_name}"),
         format!("APP={}", opts.app),
         "BUILD_DIR=/app".into(),
         "CACHE_DIR=/cache".into(),
@@ -391,8 +436,10 @@ pub fn build(
         ))
     })?;
     let stacks = StackStore::new(&config.stacks_dir);
-    let stack =
-        stacks.ensure_with_progress("build", &mut |line: &str| log(&format!("       {line}")))?;
+    let (stack_name, build_stack, _) = chosen_stack(opts)?;
+    let stack = stacks.ensure_with_progress(build_stack, &mut |line: &str| {
+        log(&format!("       {line}"))
+    })?;
 
     let place = build_place(config);
     Sandbox::sweep(&place);
@@ -427,7 +474,7 @@ pub fn build(
     }
 
     let cache_view = ws.dir().join("cache-view");
-    let container = build_container(opts, ws.dir(), &stack, &cache_view);
+    let container = build_container(opts, ws.dir(), stack_name, &stack, &cache_view);
     let mut sandbox = Sandbox::prepare(&place, ws, &container)?;
     // Made after the sandbox, so dropped before it: the view is unmounted before the
     // workspace holding it is removed.
@@ -530,7 +577,7 @@ pub fn build(
         default_process_types: defaults,
         procfile,
         buildpacks: used,
-        stack: "run".into(),
+        stack: stack_name.into(),
         build_stack_id: stack.id.clone(),
         slug_bytes: slug.size,
         unpacked_bytes: slug.unpacked_size,

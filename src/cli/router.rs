@@ -20,6 +20,9 @@ pub struct RouterArgs {
     /// Apps answer at NAME.BASE_DOMAIN (default: the route table's, else localhost).
     #[arg(long, env = "SLIPWAY_BASE_DOMAIN")]
     base_domain: Option<String>,
+    /// Worker threads (default: one per CPU).
+    #[arg(long, env = "SLIPWAY_ROUTER_WORKERS")]
+    workers: Option<usize>,
     /// Longest wait for a backend's response head (e.g. 30s, 500ms).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     backend_timeout: Duration,
@@ -51,6 +54,9 @@ pub fn run(paths: &Config, args: RouterArgs) -> anyhow::Result<()> {
     let mut config = RouterConfig::new(paths.run_dir.clone(), paths.data_dir.clone());
     config.listen = args.listen;
     config.tls_listen = args.tls_listen;
+    if let Some(workers) = args.workers {
+        config.workers = workers.max(1);
+    }
     config.base_domain = args.base_domain;
     config.backend_timeout = args.backend_timeout;
     config.connect_timeout = args.connect_timeout;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use slipway::build::builder::BuildResult;
+use slipway::build::builder::{run_stack_of, BuildResult};
 use slipway::build::slug::{is_slug_id, SlugStore};
 use slipway::config::Config;
 use slipway::platform::process_types;
@@ -91,7 +91,7 @@ pub fn run(config: &Config, a: SlugRunArgs) -> anyhow::Result<u8> {
     }
     mounts::enter_private_mount_ns()?;
     interrupt::start_watcher();
-    let stack = StackStore::new(&config.stacks_dir).ensure("run")?;
+    let stack = StackStore::new(&config.stacks_dir).ensure(run_stack_of(&meta.stack))?;
     let place = Place {
         workspaces: config.data_dir.join("containers"),
         run_dir: config.run_dir.clone(),

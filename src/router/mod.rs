@@ -7,9 +7,9 @@
 //!   backends picked at random. A backend that refuses the connection (or cannot be reached
 //!   within the connect timeout) is quarantined for a short while (2 s by default) and the
 //!   request is tried on another one; nothing has been sent anywhere at that point, so this
-//!   is safe for every request. A request sent on a reused upstream connection that the
-//!   backend had just closed is sent again on a fresh connection when the request has no body
-//!   and an idempotent method.
+//!   is safe for every request. A request on a reused upstream connection that the backend
+//!   had just closed is sent again on a fresh connection when it had not been written yet,
+//!   or when it has no body and an idempotent method (see `upstream` for the exact rules).
 //! * HTTP/1.1 with keep-alive on both sides (upstream connections are pooled per backend),
 //!   HTTP/2 from clients on the TLS listener (ALPN), bodies streamed both ways and never held
 //!   whole, `Upgrade` connections joined byte for byte after the backend's `101`.
@@ -53,12 +53,25 @@
 //! are closed when they go idle. On SIGTERM (or SIGINT) the router stops accepting, lets
 //! requests in flight finish (up to the drain timeout), writes out its logs and exits 0.
 //!
+//! # Threads
+//!
+//! One worker thread per CPU (`workers`), each with a single-threaded tokio runtime. The
+//! calling thread accepts connections and hands each to the worker with the fewest open
+//! connections (it also watches the routes file and waits for the shutdown signal). A
+//! client connection, the upstream connections it uses (pooled per worker) and their tasks
+//! all stay on one worker, as in nginx's worker processes: no work stealing and no wake-ups
+//! across threads on the request path. One more thread writes the request logs.
+//!
 //! # Invariants
 //!
 //! * The route table is swapped whole; a request keeps the table and the backend it started
 //!   with. A missing or malformed routes file keeps the last good table.
-//! * Nothing on the request path blocks on disk: log lines go through a bounded queue to one
-//!   writer thread, and are dropped (counted) rather than stall a request when it is full.
+//! * Nothing on the request path touches the disk: each worker formats its log lines into
+//!   its own bounded buffer, which the log thread writes out every 50 ms; when a buffer is
+//!   full (the disk is slower than the traffic), lines are dropped and counted, never waited
+//!   for.
+//! * Lines for unknown hosts and bad requests (R10, R15) belong to no app and are not
+//!   logged; the client still gets its page.
 
 mod proxy;
 mod reqlog;
@@ -82,6 +95,8 @@ pub const DEFAULT_LISTEN: &str = crate::config::DEFAULT_ROUTER_LISTEN;
 pub struct RouterConfig {
     /// HTTP listener.
     pub listen: SocketAddr,
+    /// Worker threads, each serving its own share of the connections.
+    pub workers: usize,
     /// HTTPS listener (HTTP/1.1 and HTTP/2), when set.
     pub tls_listen: Option<SocketAddr>,
     /// Where `routes.json` is read from.
@@ -102,7 +117,7 @@ pub struct RouterConfig {
     pub drain_timeout: Duration,
     /// Most client connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
-    /// Most client connections kept idle between requests.
+    /// Most client connections kept idle between requests (each worker keeps its share).
     pub max_idle_connections: usize,
     /// Largest request head (HTTP/1) or header list (HTTP/2), in bytes.
     pub max_header_bytes: usize,
@@ -121,6 +136,7 @@ impl RouterConfig {
     pub fn new(run_dir: PathBuf, data_dir: PathBuf) -> RouterConfig {
         RouterConfig {
             listen: DEFAULT_LISTEN.parse().expect("a valid default address"),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             tls_listen: None,
             run_dir,
             data_dir,
@@ -172,28 +188,17 @@ pub enum RouterError {
 /// the listeners are bound, which is how callers learn ports chosen by the system.
 pub fn run(config: RouterConfig) -> Result<(), RouterError> {
     raise_fd_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("router")
-        .build()
-        .map_err(|source| RouterError::Start {
-            what: "async runtime",
-            source,
-        })?;
-    runtime.block_on(async move {
-        let router = Router::bind(config).await?;
-        println!(
-            "slipway router: listening on http://{}",
-            router.local_addr()
-        );
-        if let Some(addr) = router.tls_addr() {
-            println!("slipway router: listening on https://{addr}");
-        }
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        router.serve(shutdown_signal()?).await;
-        Ok(())
-    })
+    let router = Router::bind(config)?;
+    println!(
+        "slipway router: listening on http://{}",
+        router.local_addr()
+    );
+    if let Some(addr) = router.tls_addr() {
+        println!("slipway router: listening on https://{addr}");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    router.serve(shutdown_signal)
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -2,11 +2,9 @@
 //! pages, upgrades, and the request's log line.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{
@@ -18,7 +16,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 
 use super::server::Conn;
-use super::table::{normalize_host, App};
+use super::table::{normalize_host, now_ms, App};
 use super::upstream::{forward, ForwardError, RequestHead};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -107,12 +105,14 @@ impl Code {
 pub(crate) struct Exchange {
     conn: Arc<Conn>,
     app: Option<Arc<App>>,
-    start: Instant,
+    /// [`now_ms`] at the start.
+    start: u64,
     method: Method,
-    path: String,
+    uri: Uri,
     host: String,
-    request_id: String,
-    fwd: String,
+    request_id: HeaderValue,
+    /// `X-Forwarded-For` as sent, when the client sent one (else the client's address).
+    fwd: Option<String>,
     container: Option<Arc<str>>,
     connect_ms: u64,
     status: u16,
@@ -127,15 +127,12 @@ impl Exchange {
         Exchange {
             conn,
             app: None,
-            start: Instant::now(),
+            start: now_ms(),
             method: req.method().clone(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            uri: req.uri().clone(),
             host: String::new(),
-            request_id: String::new(),
-            fwd: String::new(),
+            request_id: HeaderValue::from_static(""),
+            fwd: None,
             container: None,
             connect_ms: 0,
             status: 0,
@@ -152,40 +149,72 @@ impl Exchange {
         error_page(code, detail, self)
     }
 
-    fn log_line(&self, code: Option<Code>, container: Option<&str>, service_ms: u64) -> String {
-        let mut line = String::with_capacity(256);
+    /// Writes the log message of this exchange (one line, fields already escaped).
+    fn write_message(
+        &self,
+        line: &mut Vec<u8>,
+        code: Option<Code>,
+        container: Option<&str>,
+        service_ms: u64,
+    ) {
+        let mut number = itoa::Buffer::new();
+        let mut put = |text: &str| line.extend_from_slice(text.as_bytes());
         match code {
-            None => line.push_str("at=info"),
+            None => put("at=info"),
             Some(code) => {
-                let at = if code.is_warning() {
-                    "warning"
+                put(if code.is_warning() {
+                    "at=warning code="
                 } else {
-                    "error"
-                };
-                let _ = write!(
-                    line,
-                    "at={at} code={} desc=\"{}\"",
-                    code.name(),
-                    code.desc()
-                );
+                    "at=error code="
+                });
+                put(code.name());
+                put(" desc=\"");
+                put(code.desc());
+                put("\"");
             }
         }
-        let _ = write!(
-            line,
-            " method={} path=\"{}\" host={} request_id={} fwd=\"{}\" container={} connect={}ms service={}ms status={} bytes={} protocol={}",
-            self.method,
-            escape_quoted(&self.path),
-            self.host,
-            self.request_id,
-            escape_quoted(&self.fwd),
-            container.unwrap_or("none"),
-            self.connect_ms,
-            service_ms,
-            self.status,
-            self.bytes,
-            if self.conn.tls { "https" } else { "http" },
+        put(" method=");
+        put(self.method.as_str());
+        put(" path=\"");
+        push_quoted(
+            &mut put,
+            self.uri.path_and_query().map_or("/", |p| p.as_str()),
         );
-        line
+        put("\" host=");
+        put(&self.host);
+        put(" request_id=");
+        put(self.request_id.to_str().unwrap_or(""));
+        put(" fwd=\"");
+        push_quoted(
+            &mut put,
+            self.fwd.as_deref().unwrap_or(&self.conn.client_ip),
+        );
+        put("\" container=");
+        put(container.unwrap_or("none"));
+        for (name, value, unit) in [
+            (" connect=", self.connect_ms, "ms"),
+            (" service=", service_ms, "ms"),
+            (" status=", u64::from(self.status), ""),
+            (" bytes=", self.bytes, ""),
+        ] {
+            put(name);
+            put(number.format(value));
+            put(unit);
+        }
+        put(if self.conn.tls {
+            " protocol=https"
+        } else {
+            " protocol=http"
+        });
+    }
+
+    /// Logs this exchange to the app's `router.log`.
+    fn log(&self, code: Option<Code>, container: Option<&str>, service_ms: u64) {
+        if let Some(app) = &self.app {
+            self.conn.log.line(&app.name, |line| {
+                self.write_message(line, code, container, service_ms)
+            });
+        }
     }
 }
 
@@ -197,14 +226,13 @@ impl Drop for Exchange {
                 self.status = Code::R16.status().as_u16();
             }
         }
-        if let Some(app) = &self.app {
-            let total = self.start.elapsed().as_millis() as u64;
-            let line = self.log_line(
+        if self.app.is_some() {
+            let total = now_ms() - self.start;
+            self.log(
                 self.code,
                 self.container.as_deref(),
                 total.saturating_sub(self.connect_ms),
             );
-            self.conn.shared.log.send(&app.name, line);
         }
         self.conn.request_finished();
     }
@@ -290,8 +318,7 @@ pub(crate) async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let mut exchange = Exchange::begin(Arc::clone(&conn), &req);
-    let host = request_authority(&req).and_then(|raw| Some((normalize_host(&raw)?, raw)));
-    let Some((host, raw_host)) = host else {
+    let Some(host) = request_authority(&req).and_then(normalize_host) else {
         return Ok(exchange.fail(Code::R15, "The request has no usable Host header."));
     };
     exchange.host.clone_from(&host);
@@ -304,7 +331,7 @@ pub(crate) async fn handle(
         return Ok(exchange.fail(Code::R10, &detail));
     };
     exchange.app = Some(Arc::clone(app));
-    let client_upgrade = prepare_request(&conn, &mut req, &raw_host, &mut exchange);
+    let client_upgrade = prepare_request(&conn, &mut req, &mut exchange);
     if app.backends.is_empty() {
         return Ok(exchange.fail(Code::R11, Code::R11.explain()));
     }
@@ -318,8 +345,7 @@ pub(crate) async fn handle(
     let mut refused = Vec::new();
     let forwarded = forward(&conn.shared.upstream, app, head, body, &mut refused).await;
     for backend in &refused {
-        let line = exchange.log_line(Some(Code::R18), Some(&backend.container), 0);
-        conn.shared.log.send(&app.name, line);
+        exchange.log(Some(Code::R18), Some(&backend.container), 0);
     }
     let forwarded = match forwarded {
         Ok(forwarded) => forwarded,
@@ -370,12 +396,11 @@ pub(crate) async fn handle(
 }
 
 /// The authority the request is for: the URI's (HTTP/2, absolute form), else `Host`.
-fn request_authority(req: &Request<Incoming>) -> Option<String> {
-    if let Some(authority) = req.uri().authority() {
-        return Some(authority.as_str().to_string());
+fn request_authority(req: &Request<Incoming>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => req.headers().get(HOST)?.to_str().ok(),
     }
-    let host = req.headers().get(HOST)?.to_str().ok()?;
-    Some(host.to_string())
 }
 
 /// Rewrites the request's headers for the backend (see [`crate::router`]); returns the
@@ -383,7 +408,6 @@ fn request_authority(req: &Request<Incoming>) -> Option<String> {
 fn prepare_request(
     conn: &Conn,
     req: &mut Request<Incoming>,
-    raw_host: &str,
     exchange: &mut Exchange,
 ) -> Option<hyper::upgrade::OnUpgrade> {
     let version = req.version();
@@ -391,45 +415,55 @@ fn prepare_request(
         && req.headers().contains_key(UPGRADE)
         && has_token(req.headers(), CONNECTION, "upgrade");
     let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut *req));
+    // The URI's authority wins over Host (RFC 9112 §3.2.2), and HTTP/2 has no Host.
+    let authority = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let headers = req.headers_mut();
+    headers.reserve(8);
     strip_hop_by_hop(headers, upgrade);
-    if let Ok(host) = HeaderValue::from_str(raw_host) {
-        headers.insert(HOST, host);
+    if let Some(authority) = authority {
+        headers.insert(HOST, authority);
     }
     if version == Version::HTTP_2 {
         join_cookies(headers);
     }
 
-    let client_ip = conn.peer.ip().to_canonical();
-    let previous: Vec<&str> = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    exchange.fwd = if previous.is_empty() {
-        client_ip.to_string()
+    if headers.contains_key(X_FORWARDED_FOR) {
+        let mut fwd = String::new();
+        for previous in headers.get_all(X_FORWARDED_FOR) {
+            if let Ok(previous) = previous.to_str() {
+                fwd.push_str(previous);
+                fwd.push_str(", ");
+            }
+        }
+        fwd.push_str(&conn.client_ip);
+        if let Ok(value) = HeaderValue::from_str(&fwd) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        exchange.fwd = Some(fwd);
     } else {
-        format!("{}, {client_ip}", previous.join(", "))
-    };
-    if let Ok(fwd) = HeaderValue::from_str(&exchange.fwd) {
-        headers.insert(X_FORWARDED_FOR, fwd);
+        headers.insert(X_FORWARDED_FOR, conn.client_ip_header.clone());
     }
     headers.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
     );
-    headers.insert(X_FORWARDED_PORT, HeaderValue::from(conn.local_port));
+    headers.insert(X_FORWARDED_PORT, conn.port_header.clone());
 
     let kept = headers
         .get(X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| is_sane_request_id(id))
-        .map(str::to_string);
-    exchange.request_id = kept.unwrap_or_else(new_request_id);
-    headers.insert(
-        X_REQUEST_ID,
-        HeaderValue::from_str(&exchange.request_id).expect("request ids are header-safe"),
-    );
+        .filter(|id| is_sane_request_id(id.as_bytes()))
+        .cloned();
+    exchange.request_id = match kept {
+        Some(id) => id,
+        None => {
+            let id = new_request_id();
+            headers.insert(X_REQUEST_ID, id.clone());
+            id
+        }
+    };
     headers.append(VIA, HeaderValue::from_static("1.1 slipway"));
     on_upgrade
 }
@@ -437,6 +471,26 @@ fn prepare_request(
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1); with `upgrade`, keeps `Upgrade` and
 /// sends `Connection: upgrade`.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages have none: one pass over the names instead of a lookup per name.
+    let any = headers.keys().any(|name| {
+        matches!(
+            name.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "te"
+                | "transfer-encoding"
+                | "trailer"
+                | "proxy-authorization"
+                | "upgrade"
+        )
+    });
+    if !any {
+        if upgrade {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         let listed: Vec<HeaderName> = headers
             .get_all(CONNECTION)
@@ -508,33 +562,39 @@ fn origin_form(uri: &Uri) -> Uri {
 
 /// Kept when sent by the client: 20 to 200 characters of `[A-Za-z0-9+/=._-]` (Heroku's
 /// rule, widened by `.` and `_`).
-fn is_sane_request_id(id: &str) -> bool {
+fn is_sane_request_id(id: &[u8]) -> bool {
     (20..=200).contains(&id.len())
-        && id.bytes().all(|b| {
+        && id.iter().all(|&b| {
             b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'.' | b'_' | b'-')
         })
 }
 
 /// A new request id: a random UUID v4.
-fn new_request_id() -> String {
+fn new_request_id() -> HeaderValue {
     let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid.hyphenated().encode_lower(&mut buf).to_string()
+    let text = uuid.hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).expect("a UUID is header-safe")
 }
 
-fn escape_quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+/// Writes `text` for a double-quoted log field through `put`: quotes, backslashes and
+/// control characters escaped.
+fn push_quoted(put: &mut impl FnMut(&str), text: &str) {
+    if !text
+        .bytes()
+        .any(|b| b == b'"' || b == b'\\' || b.is_ascii_control())
+    {
+        put(text);
+        return;
+    }
     for c in text.chars() {
         match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
+            '"' => put("\\\""),
+            '\\' => put("\\\\"),
+            c if c.is_control() => put(&format!("\\x{:02x}", c as u32)),
+            c => put(c.encode_utf8(&mut [0u8; 4])),
         }
     }
-    out
 }
 
 fn html_escape(text: &str) -> String {
@@ -614,14 +674,14 @@ mod tests {
 
     #[test]
     fn request_ids() {
-        assert!(is_sane_request_id("0123456789abcdefghij"));
-        assert!(!is_sane_request_id("short"));
-        assert!(!is_sane_request_id("0123456789abcdefghij\"x"));
-        assert!(!is_sane_request_id(&"a".repeat(201)));
+        assert!(is_sane_request_id(b"0123456789abcdefghij"));
+        assert!(!is_sane_request_id(b"short"));
+        assert!(!is_sane_request_id(b"0123456789abcdefghij\"x"));
+        assert!(!is_sane_request_id("a".repeat(201).as_bytes()));
         let id = new_request_id();
         assert_eq!(id.len(), 36);
         assert_eq!(id.as_bytes()[14], b'4');
-        assert!(is_sane_request_id(&id));
+        assert!(is_sane_request_id(id.as_bytes()));
     }
 
     #[test]
@@ -647,7 +707,9 @@ mod tests {
 
     #[test]
     fn log_fields_are_escaped() {
-        assert_eq!(escape_quoted("/a\"b\\c\n"), "/a\\\"b\\\\c\\x0a");
+        let mut out = String::new();
+        push_quoted(&mut |t: &str| out.push_str(t), "/a\"b\\c\n");
+        assert_eq!(out, "/a\\\"b\\\\c\\x0a");
         assert_eq!(html_escape("<x&\">"), "&lt;x&amp;&quot;&gt;");
     }
 }

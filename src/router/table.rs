@@ -8,38 +8,58 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tokio_rustls::rustls::sign::CertifiedKey;
 
-use super::upstream::Idle;
 use crate::api::routes::RouteTable;
+
+static START: OnceLock<Instant> = OnceLock::new();
+
+thread_local! {
+    static RECENT_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 /// Milliseconds on a monotonic clock private to this process (never 0 after start).
 pub(crate) fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    let ms = START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+    RECENT_MS.with(|recent| recent.set(ms));
+    ms
+}
+
+/// This thread's latest [`now_ms`] reading: each request reads the clock when it starts,
+/// so under traffic this is at most a request old, without another clock read. For pool
+/// ages, quarantine and idle stamps, not for timeouts.
+pub(crate) fn recent_ms() -> u64 {
+    RECENT_MS.with(|recent| recent.get())
+}
+
+/// The [`tokio::time::Instant`] of a [`now_ms`] value.
+pub(crate) fn instant_at(ms: u64) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(*START.get_or_init(Instant::now))
+        + std::time::Duration::from_millis(ms.saturating_sub(1))
 }
 
 /// One web container, as the router tracks it.
 #[derive(Debug)]
 pub(crate) struct Backend {
+    /// Unique in this process: keys the worker threads' connection pools.
+    pub id: u64,
     pub container: Arc<str>,
     pub addr: SocketAddr,
     /// [`now_ms`] until which no new connection is tried (0: never quarantined).
     quarantined_until: AtomicU64,
-    /// Pooled idle connections, most recently used last.
-    pub idle: Mutex<std::collections::VecDeque<Idle>>,
 }
 
 impl Backend {
     fn new(container: &str, addr: SocketAddr) -> Backend {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Backend {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             container: container.into(),
             addr,
             quarantined_until: AtomicU64::new(0),
-            idle: Mutex::new(Default::default()),
         }
     }
 

@@ -7,10 +7,19 @@
 //!   another backend and the refusing one is quarantined;
 //! * a pooled connection was found closed before the request was written (hyper hands the
 //!   request back): it is sent on a fresh connection to the same backend;
-//! * a pooled connection failed after the request was written, the request has no body and
-//!   an idempotent method: it is sent again on a fresh connection (the backend had closed
-//!   the idle connection as the request arrived).
+//! * a pooled connection that had been idle for a while ([`REPLAY_AFTER_IDLE_MS`]) failed
+//!   after the request was written, and the request has no body and an idempotent method:
+//!   it is sent again on a fresh connection (the backend had closed the idle connection as
+//!   the request arrived).
+//!
+//! Pooled connections stay in their backend's pool while a response is read on them; a
+//! request takes the most recently used one that is ready for another request. A request
+//! that could not be sent again (a body, or a method that is not idempotent) takes none
+//! that has been idle for [`REPLAY_AFTER_IDLE_MS`] or more: it opens a new connection
+//! rather than risk one the backend is closing.
 
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,7 +35,12 @@ use hyper_util::rt::TokioIo;
 use rand::Rng;
 use tokio::net::TcpStream;
 
-use super::table::{now_ms, App, Backend, Routes};
+use super::table::{instant_at, now_ms, recent_ms, App, Backend};
+
+/// A request on a pooled connection idle at least this long keeps a copy of its head, to
+/// be sent again if the backend closed the connection as the request arrived. Below it,
+/// that race is unlikely enough not to copy every request's headers.
+pub(crate) const REPLAY_AFTER_IDLE_MS: u64 = 1000;
 
 /// The body type of upstream requests.
 pub(crate) type UpBody = Either<RequestBody, Empty<Bytes>>;
@@ -75,8 +89,8 @@ struct Progress {
 }
 
 impl Progress {
-    fn touch(&self) {
-        self.last.store(now_ms(), Ordering::Relaxed);
+    fn touch(&self, now: u64) {
+        self.last.store(now, Ordering::Relaxed);
     }
 }
 
@@ -97,7 +111,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(frame) = &polled {
-            self.progress.touch();
+            self.progress.touch(now_ms());
             if matches!(frame, Some(Err(_))) {
                 self.progress.client_failed.store(true, Ordering::Relaxed);
             }
@@ -145,9 +159,13 @@ pub(crate) async fn forward(
     body: Incoming,
     refused: &mut Vec<Arc<Backend>>,
 ) -> Result<Forwarded, ForwardError> {
-    let progress = Arc::new(Progress {
-        last: AtomicU64::new(now_ms()),
-        client_failed: AtomicBool::new(false),
+    let mut sent_at = recent_ms();
+    // Only a request body has progress to track.
+    let progress = (!body.is_end_stream()).then(|| {
+        Arc::new(Progress {
+            last: AtomicU64::new(sent_at),
+            client_failed: AtomicBool::new(false),
+        })
     });
     let replayable = body.is_end_stream() && head.method.is_idempotent();
     let mut body = (!body.is_end_stream()).then_some(body);
@@ -163,7 +181,7 @@ pub(crate) async fn forward(
         let (index, fresh) = match again.take() {
             Some(index) => (index, true),
             None => (
-                pick(app, &tried, now_ms()).ok_or(ForwardError::AllRefused)?,
+                pick(app, &tried, recent_ms()).ok_or(ForwardError::AllRefused)?,
                 false,
             ),
         };
@@ -177,11 +195,18 @@ pub(crate) async fn forward(
         let pooled = if fresh {
             None
         } else {
-            checkout(backend, config)
+            // A request that could not be sent again takes no connection that sat idle
+            // long enough for the backend to be closing it.
+            let idle_limit = (!replayable).then_some(REPLAY_AFTER_IDLE_MS);
+            checkout(backend, config, idle_limit)
         };
-        let reused = pooled.is_some();
+        // Only a request on a connection that was idle a while may have to be sent again.
+        let replay = replayable
+            && pooled
+                .as_ref()
+                .is_some_and(|(_, idle)| *idle >= REPLAY_AFTER_IDLE_MS);
         let (mut sender, connect_ms) = match pooled {
-            Some(sender) => (sender, 0),
+            Some((sender, _)) => (sender, 0),
             None => {
                 let start = now_ms();
                 match connect(backend, config.connect_timeout).await {
@@ -198,26 +223,27 @@ pub(crate) async fn forward(
         let request = match unsent.take() {
             Some(request) => request,
             None => {
-                let head = if replayable && reused {
-                    head.clone()
-                } else {
-                    head.take()
-                }
-                .expect("a request head is only given up when it cannot be needed again");
-                let body = match body.take() {
-                    Some(inner) => Either::Left(RequestBody {
+                let head = if replay { head.clone() } else { head.take() }
+                    .expect("a request head is only given up when it cannot be needed again");
+                let body = match (body.take(), &progress) {
+                    (Some(inner), Some(progress)) => Either::Left(RequestBody {
                         inner,
-                        progress: Arc::clone(&progress),
+                        progress: Arc::clone(progress),
                     }),
-                    None => Either::Right(Empty::new()),
+                    _ => Either::Right(Empty::new()),
                 };
                 head.into_request(body)
             }
         };
-        progress.touch();
+        if attempts > 1 {
+            sent_at = now_ms();
+            if let Some(progress) = &progress {
+                progress.touch(sent_at);
+            }
+        }
         let sent = tokio::select! {
             sent = sender.try_send_request(request) => sent,
-            () = head_deadline(&progress, config.backend_timeout) => {
+            () = head_deadline(progress.as_deref(), sent_at, config.backend_timeout) => {
                 return Err(ForwardError::Timeout(Arc::clone(backend)));
             }
         };
@@ -225,11 +251,7 @@ pub(crate) async fn forward(
             Ok(response) => {
                 // After a 101 the connection belongs to the upgraded stream.
                 if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-                    tokio::spawn(pool_when_ready(
-                        sender,
-                        Arc::clone(backend),
-                        config.max_idle_per_backend,
-                    ));
+                    put_back(backend, sender, config.max_idle_per_backend);
                 }
                 return Ok(Forwarded {
                     response,
@@ -241,9 +263,12 @@ pub(crate) async fn forward(
                 if let Some(request) = error.take_message() {
                     unsent = Some(request);
                     again = Some(index);
-                } else if progress.client_failed.load(Ordering::Relaxed) {
+                } else if progress
+                    .as_ref()
+                    .is_some_and(|p| p.client_failed.load(Ordering::Relaxed))
+                {
                     return Err(ForwardError::ClientGone(Arc::clone(backend)));
-                } else if reused && replayable {
+                } else if replay {
                     again = Some(index);
                 } else {
                     return Err(ForwardError::Closed(
@@ -276,55 +301,89 @@ fn pick(app: &App, tried: &[usize], now: u64) -> Option<usize> {
 
 /// Resolves when the request body has made no progress for `timeout`, or `timeout` after
 /// it was sent whole, whichever is the case.
-async fn head_deadline(progress: &Progress, timeout: Duration) {
+async fn head_deadline(progress: Option<&Progress>, sent_at: u64, timeout: Duration) {
     let limit = timeout.as_millis() as u64;
+    let last = || progress.map_or(sent_at, |p| p.last.load(Ordering::Relaxed));
+    let mut due = last() + limit;
     loop {
-        let due = progress.last.load(Ordering::Relaxed) + limit;
-        let now = now_ms();
-        if now >= due {
+        tokio::time::sleep_until(instant_at(due)).await;
+        let moved = last() + limit;
+        if moved <= due {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(due - now)).await;
+        due = moved;
     }
 }
 
-/// A pooled connection to `backend` that is ready for a request, if any.
-fn checkout(backend: &Backend, config: &UpstreamConfig) -> Option<http1::SendRequest<UpBody>> {
-    let oldest = now_ms().saturating_sub(config.idle_timeout.as_millis() as u64);
-    let mut idle = backend.idle.lock().expect("pool lock");
-    while let Some(entry) = idle.pop_back() {
-        if entry.sender.is_ready() && entry.since >= oldest {
-            return Some(entry.sender);
+thread_local! {
+    /// This worker thread's pooled upstream connections, per backend id, most recently
+    /// used last. Per thread: a connection's task runs on the thread that opened it.
+    static POOLS: RefCell<HashMap<u64, VecDeque<Idle>>> = RefCell::new(HashMap::new());
+}
+
+/// A pooled connection to `backend` that is ready for another request, if any, and how
+/// long it has been in the pool (ms); with `idle_limit`, only one in the pool for less
+/// than that. Closed and stale connections are dropped on the way; busy ones (a response
+/// still being read) stay.
+fn checkout(
+    backend: &Backend,
+    config: &UpstreamConfig,
+    idle_limit: Option<u64>,
+) -> Option<(http1::SendRequest<UpBody>, u64)> {
+    let now = recent_ms();
+    let oldest = now.saturating_sub(config.idle_timeout.as_millis() as u64);
+    POOLS.with(|pools| {
+        let mut pools = pools.borrow_mut();
+        let pool = pools.get_mut(&backend.id)?;
+        let mut i = pool.len();
+        while i > 0 {
+            i -= 1;
+            let entry = &pool[i];
+            if entry.sender.is_closed() || entry.since < oldest {
+                pool.remove(i);
+            } else if entry.sender.is_ready()
+                && idle_limit.is_none_or(|limit| now.saturating_sub(entry.since) < limit)
+            {
+                let entry = pool.remove(i).expect("index in range");
+                return Some((entry.sender, now.saturating_sub(entry.since)));
+            }
         }
-    }
-    None
+        None
+    })
 }
 
-/// Puts the connection back in the pool once its response is fully read.
-async fn pool_when_ready(
-    mut sender: http1::SendRequest<UpBody>,
-    backend: Arc<Backend>,
-    max_idle: usize,
-) {
-    if sender.ready().await.is_err() || max_idle == 0 {
+/// Returns a connection to the pool as soon as its response head is in: it becomes ready
+/// for the next request once the response body is read.
+fn put_back(backend: &Backend, sender: http1::SendRequest<UpBody>, max: usize) {
+    if max == 0 {
         return;
     }
-    let mut idle = backend.idle.lock().expect("pool lock");
-    if idle.len() >= max_idle {
-        idle.pop_front();
-    }
-    idle.push_back(Idle {
-        sender,
-        since: now_ms(),
+    POOLS.with(|pools| {
+        let mut pools = pools.borrow_mut();
+        let pool = pools.entry(backend.id).or_default();
+        if pool.len() >= max {
+            pool.pop_front();
+        }
+        pool.push_back(Idle {
+            sender,
+            since: recent_ms(),
+        });
     });
 }
 
-/// Drops pooled connections that closed or stayed idle too long.
-pub(crate) fn sweep(routes: &Routes, idle_timeout: Duration) {
-    let oldest = now_ms().saturating_sub(idle_timeout.as_millis() as u64);
-    for backend in routes.backends() {
-        let mut idle = backend.idle.lock().expect("pool lock");
-        idle.retain(|entry| !entry.sender.is_closed() && entry.since >= oldest);
+/// Every second, drops this thread's pooled connections that closed or stayed idle too
+/// long (and so, in time, those of backends no longer in the table).
+pub(crate) async fn sweep_loop(idle_timeout: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let oldest = now_ms().saturating_sub(idle_timeout.as_millis() as u64);
+        POOLS.with(|pools| {
+            pools.borrow_mut().retain(|_, pool| {
+                pool.retain(|entry| !entry.sender.is_closed() && entry.since >= oldest);
+                !pool.is_empty()
+            });
+        });
     }
 }
 
@@ -338,6 +397,7 @@ async fn connect(
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     let _ = stream.set_nodelay(true);
     let (sender, connection) = http1::Builder::new()
+        .writev(false)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(std::io::Error::other)?;

@@ -15,7 +15,6 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use super::table::Routes;
-use super::upstream;
 use super::RouterConfig;
 use crate::api::routes::{RouteTable, RoutesError, ROUTES_FILE};
 
@@ -34,7 +33,6 @@ pub(crate) struct Watcher {
     base_override: Option<String>,
     routes: Arc<ArcSwap<Routes>>,
     poll_interval: Duration,
-    upstream_idle_timeout: Duration,
     /// The file version last looked at (`None`: missing), whether it loaded or not.
     seen: Option<Option<Fingerprint>>,
 }
@@ -46,7 +44,6 @@ impl Watcher {
             base_override: config.base_domain.clone(),
             routes,
             poll_interval: config.poll_interval,
-            upstream_idle_timeout: config.upstream_idle_timeout,
             seen: None,
         }
     }
@@ -122,7 +119,6 @@ impl Watcher {
                         events = self.watch_dir();
                     }
                     self.reload();
-                    upstream::sweep(&self.routes.load(), self.upstream_idle_timeout);
                 }
                 _ = shutdown.changed() => return,
             }

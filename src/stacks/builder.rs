@@ -73,7 +73,7 @@ impl StackStore {
                     ))
                     .arg(suite)
                     .arg(&rootfs)
-                    .args(self.apt_sources()?);
+                    .args(self.apt_sources_for(suite, tmp)?);
                 run_streaming(&recipe.name, cmd, progress)
             }
             StackKind::Busybox => {

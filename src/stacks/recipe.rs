@@ -13,6 +13,8 @@ use crate::sys::io::at;
 const EMBEDDED_RECIPES: &[(&str, &str)] = &[
     ("run", include_str!("../../rootfs/run.stack")),
     ("build", include_str!("../../rootfs/build.stack")),
+    ("run-13", include_str!("../../rootfs/run-13.stack")),
+    ("build-13", include_str!("../../rootfs/build-13.stack")),
     ("busybox", include_str!("../../rootfs/busybox.stack")),
 ];
 const EMBEDDED_SETUP: &str = include_str!("../../rootfs/setup.sh");

@@ -332,6 +332,33 @@ impl StackStore {
 
     /// The host's apt source files, in the order apt reads them. The stack
     /// gets its packages from wherever the host does; no mirror is named here.
+    /// The host's apt sources for a stack of `suite`: as they are when the host runs that
+    /// suite, else copies (in `tmp`) with the host's codename replaced by `suite`
+    /// (`bookworm-updates` becomes `trixie-updates`), so another Debian release comes from
+    /// the same mirrors and proxies the host uses.
+    pub(super) fn apt_sources_for(&self, suite: &str, tmp: &Path) -> Result<Vec<PathBuf>> {
+        let files = self.apt_sources()?;
+        let host = host_codename(&self.apt_dir);
+        let Some(host) = host.filter(|h| h != suite) else {
+            return Ok(files);
+        };
+        let dir = tmp.join("apt-sources");
+        fs::create_dir_all(&dir).map_err(at("creating", &dir))?;
+        let mut out = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let text = fs::read_to_string(f).map_err(at("reading", f))?;
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let copy = dir.join(format!("{i}-{name}"));
+            fs::write(&copy, replace_codename(&text, &host, suite))
+                .map_err(at("writing", &copy))?;
+            out.push(copy);
+        }
+        Ok(out)
+    }
+
     pub(super) fn apt_sources(&self) -> Result<Vec<PathBuf>> {
         let mut files = Vec::new();
         let main = self.apt_dir.join("sources.list");
@@ -362,6 +389,43 @@ impl StackStore {
         }
         Ok(files)
     }
+}
+
+/// The Debian codename the host's apt sources are for (`VERSION_CODENAME` of the os-release
+/// beside them).
+fn host_codename(apt_dir: &Path) -> Option<String> {
+    let etc = apt_dir.parent()?;
+    let text = fs::read_to_string(etc.join("os-release")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// `text` with the suite words `from`, `from-updates`, `from-security`, … turned into `to`'s
+/// on `Suites:` and one-line `deb` entries; other words (URLs, keyrings, comments) stay.
+fn replace_codename(text: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let l = line.trim_start();
+        let is_suite_line =
+            l.starts_with("Suites:") || l.starts_with("deb ") || l.starts_with("deb-src ");
+        if !is_suite_line {
+            out.push_str(line);
+            continue;
+        }
+        let replaced: Vec<String> = line
+            .split(' ')
+            .map(|w| match w.strip_prefix(from) {
+                Some(rest) if rest.is_empty() || rest.starts_with(['-', '\n']) => {
+                    format!("{to}{rest}")
+                }
+                _ => w.to_string(),
+            })
+            .collect();
+        out.push_str(&replaced.join(" "));
+    }
+    out
 }
 
 /// `name-id` → (name, id) when id looks like one of ours.
@@ -407,6 +471,21 @@ impl BuildLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_release_comes_from_the_same_mirrors() {
+        let deb822 = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
+        assert_eq!(
+            replace_codename(deb822, "bookworm", "trixie"),
+            deb822.replace("bookworm bookworm-updates", "trixie trixie-updates")
+        );
+        let one_line =
+            "deb http://mirror.example/debian-security bookworm-security main\n# bookworm\n";
+        assert_eq!(
+            replace_codename(one_line, "bookworm", "trixie"),
+            "deb http://mirror.example/debian-security trixie-security main\n# bookworm\n"
+        );
+    }
 
     use crate::stacks::recipe::recipe_set as set;
     use crate::stacks::STACK_UID;

@@ -271,8 +271,8 @@ impl Body for Channel {
     }
 }
 
-/// A server that accepts, reads what comes and closes without answering.
-pub async fn start_closing_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+/// A server that reads a request, writes `reply` (raw bytes) and closes the connection.
+pub async fn start_raw_backend(reply: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -281,14 +281,24 @@ pub async fn start_closing_backend() -> (SocketAddr, tokio::task::JoinHandle<()>
                 continue;
             };
             tokio::spawn(async move {
-                use tokio::io::AsyncReadExt;
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf).await;
-                drop(stream);
+                let _ = stream.write_all(reply).await;
             });
         }
     });
     (addr, task)
+}
+
+/// A server that closes every connection without answering.
+pub async fn start_closing_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    start_raw_backend(b"").await
+}
+
+/// A server whose response head promises 1000 bytes, of which it sends 10 before closing.
+pub async fn start_truncating_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    start_raw_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789").await
 }
 
 /// A loopback address where nothing listens (bound then released).

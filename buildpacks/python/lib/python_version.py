@@ -125,9 +125,13 @@ def main():
             ask = fmt(pythons[0][:2])
             if where == "runtime.txt":
                 ask = "python-" + ask
+            # slipway's stacks side by side: which one has the Python asked for.
+            other = {(3, 11): "slipway-12", (3, 13): "slipway-13"}.get((major, minor))
+            elsewhere = (f"or set the config var STACK={other}, whose Python is {fmt((major, minor))}"
+                         if other else "or run the app on a stack that has Python "
+                         + fmt((major, minor)) + " (slipway-12 has 3.11, slipway-13 has 3.13)")
             die(f"Python {asked} was requested in {where}, but this stack has Python {have} "
-                f"only ({have_full}). Ask for {ask} in {where.split(' ')[0]}, "
-                f"or run the app on a stack that has Python {fmt((major, minor))}.")
+                f"only ({have_full}). Ask for {ask} in {where.split(' ')[0]}, {elsewhere}.")
         chosen = matches[0]
         if micro is not None and micro != chosen[2]:
             note = (f"{where} asks for {fmt((major, minor, micro))}; this stack's "
