@@ -240,10 +240,16 @@ pub fn start(
         .stderr(Stdio::piped());
     let mut ours: Option<UnixStream> = None;
     if mode == OneOffMode::Terminal {
-        let (a, b) = UnixStream::pair().map_err(|source| SupervisorError::Spawn {
-            exe: sh.settings.exe.clone(),
-            source,
-        })?;
+        let (a, b) = match UnixStream::pair() {
+            Ok(p) => p,
+            Err(source) => {
+                forget(sh);
+                return Err(SupervisorError::Spawn {
+                    exe: sh.settings.exe.clone(),
+                    source,
+                });
+            }
+        };
         cmd.stdin(Stdio::from(OwnedFd::from(b)));
         ours = Some(a);
     } else {

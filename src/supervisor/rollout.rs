@@ -153,16 +153,16 @@ pub fn rollout(
     }
     sh.deliver(out);
     log(&format!("-----> v{} is live", release.version));
-    stop_later(sh, app, &old);
+    stop_after(sh, app, &old, sh.settings.options.drain);
     Ok(())
 }
 
-/// After the drain delay, stop `ids` (already unrouted and marked as stopping).
-fn stop_later(sh: &Shared, app: &str, ids: &[String]) {
+/// After `delay`, stop `ids` (already unrouted and marked as stopping).
+fn stop_after(sh: &Shared, app: &str, ids: &[String], delay: Duration) {
     if ids.is_empty() {
         return;
     }
-    std::thread::sleep(sh.settings.options.drain);
+    std::thread::sleep(delay);
     let mut lines = Vec::new();
     {
         let mut apps = sh.lock();
@@ -380,24 +380,14 @@ fn replace(sh: &Shared, app: &str, old_id: &str, size: Size) -> Result<(), Super
         }
     }
     sh.deliver(out);
-    if is_web {
-        stop_later(sh, app, &[old_id.to_string()]);
+    // Requests already on their way to a web container get the drain delay to finish.
+    let drain = if is_web {
+        sh.settings.options.drain
     } else {
-        stop_later_now(sh, app, old_id);
-    }
+        Duration::ZERO
+    };
+    stop_after(sh, app, &[old_id.to_string()], drain);
     Ok(())
-}
-
-fn stop_later_now(sh: &Shared, app: &str, id: &str) {
-    let mut lines = Vec::new();
-    {
-        let mut apps = sh.lock();
-        if let Some(inst) = apps.get_mut(app).and_then(|rt| rt.find(id)) {
-            lines.push(ev::stopping(&inst.name));
-            inst.request_stop(StopReason::Requested);
-        }
-    }
-    sh.emit(app, lines);
 }
 
 pub fn scale(sh: &Shared, app: &str, formation: &Formation) -> Result<(), SupervisorError> {
