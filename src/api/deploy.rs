@@ -373,8 +373,7 @@ async fn build(
     // Config vars go through a file only root can read: on the command line any local user
     // would see them in /proc/PID/cmdline.
     let env_file = work_dir.join("env.json");
-    let vars: std::collections::BTreeMap<&String, &String> =
-        app.config.iter().map(|(k, v)| (k, v)).collect();
+    let vars: std::collections::BTreeMap<&String, &String> = app.config.iter().collect();
     write_private(
         &env_file,
         &serde_json::to_vec(&vars).expect("config vars serialize"),
