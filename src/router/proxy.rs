@@ -471,55 +471,52 @@ fn prepare_request(
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1); with `upgrade`, keeps `Upgrade` and
 /// sends `Connection: upgrade`.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages have none: one pass over the names instead of a lookup per name.
-    let any = headers.keys().any(|name| {
-        matches!(
-            name.as_str(),
-            "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "te"
-                | "transfer-encoding"
-                | "trailer"
-                | "proxy-authorization"
-                | "upgrade"
-        )
-    });
-    if !any {
-        if upgrade {
-            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        }
-        return;
-    }
-    if headers.contains_key(CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .collect();
-        for name in listed {
-            if name != HOST && !(upgrade && name == UPGRADE) {
-                headers.remove(name);
-            }
-        }
-        headers.remove(CONNECTION);
-    }
-    for name in [
+    const HOP_BY_HOP: [HeaderName; 8] = [
+        CONNECTION,
         KEEP_ALIVE,
         PROXY_CONNECTION,
         TE,
         TRANSFER_ENCODING,
         TRAILER,
         PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
+        UPGRADE,
+    ];
+    // One pass over the names (standard names compare as tags), then lookups only for
+    // what is there: most requests have none, most responses `Connection: keep-alive`.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << i;
+        }
+    }
+    if present & 1 != 0 {
+        let listed: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // The usual tokens name no header, or one removed below anyway.
+            .filter(|token| {
+                !["close", "keep-alive", "upgrade"]
+                    .iter()
+                    .any(|usual| token.eq_ignore_ascii_case(usual))
+            })
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .collect();
+        for name in listed {
+            if name != HOST {
+                headers.remove(name);
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 && !(upgrade && *name == UPGRADE) {
+            headers.remove(name);
+        }
     }
     if upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(UPGRADE);
     }
 }
 
