@@ -370,7 +370,7 @@ pub(crate) async fn handle(
             exchange.container = Some(backend);
             return Ok(exchange.fail(Code::R13, Code::R13.explain()));
         }
-        Err(ForwardError::Closed(backend, _why)) => {
+        Err(ForwardError::Closed(backend)) => {
             exchange.container = Some(backend);
             return Ok(exchange.fail(Code::R14, Code::R14.explain()));
         }

@@ -146,7 +146,7 @@ pub(crate) enum ForwardError {
     /// No response head within the backend timeout (from the backend at this index).
     Timeout(usize),
     /// The backend closed or reset the connection before a response head.
-    Closed(usize, String),
+    Closed(usize),
     /// The client's request body broke off (the client went away).
     ClientGone(usize),
 }
@@ -189,10 +189,8 @@ pub(crate) async fn forward(
         };
         let backend = &app.backends[index];
         if attempts > app.backends.len() + 2 {
-            return Err(ForwardError::Closed(
-                index,
-                "connections closed before the request could be sent".into(),
-            ));
+            // Every connection closed before the request could be sent.
+            return Err(ForwardError::Closed(index));
         }
         let pooled = if fresh {
             None
@@ -273,7 +271,7 @@ pub(crate) async fn forward(
                 } else if replay {
                     again = Some(index);
                 } else {
-                    return Err(ForwardError::Closed(index, error.into_error().to_string()));
+                    return Err(ForwardError::Closed(index));
                 }
             }
         }
