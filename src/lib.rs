@@ -5,8 +5,12 @@
 pub mod api;
 pub mod applog;
 pub mod build;
+pub mod config;
 pub mod network;
 pub mod platform;
 pub mod router;
 pub mod runtime;
+pub mod sandbox;
+pub mod stacks;
 pub mod supervisor;
+pub mod sys;

@@ -95,7 +95,18 @@ impl Env {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
+        // Announced once the port accepts connections; the app may print before that.
+        let mut early = Vec::new();
+        let first = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("slug run ended early:\n{}", early.join("\n")))
+                .unwrap();
+            if line.contains("listening on http://") {
+                break line;
+            }
+            early.push(line);
+        };
         let url = first
             .split_whitespace()
             .last()
@@ -296,7 +307,7 @@ fn static_site() {
     // What a killed builder left behind is cleared by the next build.
     let abandoned = env.data().join("builds/build-site-dead");
     std::fs::create_dir_all(abandoned.join("app")).unwrap();
-    std::fs::write(abandoned.join("builder"), "2147483646 1").unwrap();
+    std::fs::write(abandoned.join("owner"), "2147483646 1").unwrap();
     let (_, json) = env.build_ok(&fixture("apps/static"), &["-a", "site"]);
     assert!(!abandoned.exists(), "abandoned workspace not removed");
     let body = env.serve_and_get(&slug_of(&json));
@@ -356,7 +367,8 @@ fn two_buildpacks_from_dot_buildpacks_share_exports() {
         ),
     )
     .unwrap();
-    let (log, json) = env.build_ok(&app, &["-a", "multi"]);
+    // Local paths in the app's .buildpacks need the operator's consent.
+    let (log, json) = env.build_ok(&app, &["-a", "multi", "--allow-local-buildpacks"]);
     assert!(log.contains("one compiling"), "{log}");
     assert!(log.contains("two sees GREETING=hello-from-one"), "{log}");
     assert_eq!(json["buildpacks"], serde_json::json!(["One", "Two"]));
@@ -448,7 +460,8 @@ fn failing_buildpack_shows_its_last_lines_and_exit_code() {
         &["-a", "failing", "--buildpack", bp.to_str().unwrap()],
     );
     assert!(!ok);
-    assert!(log.contains("something broke here"), "{log}");
+    // Shown once, as it happened, not again in the error.
+    assert_eq!(log.matches("something broke here").count(), 1, "{log}");
     assert!(log.contains("exit code 3"), "{log}");
     assert!(
         std::fs::read_dir(env.data().join("builds"))
@@ -578,4 +591,331 @@ fn build_that_outlives_its_timeout() {
         .output()
         .unwrap();
     assert!(procs.stdout.is_empty(), "the build's processes were killed");
+}
+
+/// A directory standing for the rest of the host: what a hostile app or build would like to
+/// read or write. [`Canary::untouched`] checks nothing was added, changed or removed there.
+struct Canary {
+    dir: PathBuf,
+}
+
+const CANARY_SECRET: &str = "web: host-secret-4711";
+
+impl Canary {
+    fn new(env: &Env) -> Canary {
+        let dir = env.dir.path().join("canary");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("secret"), CANARY_SECRET).unwrap();
+        std::fs::write(dir.join("target"), "unchanged").unwrap();
+        Canary { dir }
+    }
+
+    fn untouched(&self, log: &str) {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["secret", "target"],
+            "files appeared in the canary dir"
+        );
+        assert_eq!(
+            std::fs::read_to_string(self.dir.join("secret")).unwrap(),
+            CANARY_SECRET
+        );
+        assert_eq!(
+            std::fs::read_to_string(self.dir.join("target")).unwrap(),
+            "unchanged"
+        );
+        assert!(
+            !log.contains("host-secret-4711"),
+            "a host file leaked: {log}"
+        );
+    }
+}
+
+fn empty_app(env: &Env) -> PathBuf {
+    let app = env.dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("README"), "an app\n").unwrap();
+    app
+}
+
+#[test]
+fn config_var_names_never_become_host_paths() {
+    let env = Env::new();
+    let canary = Canary::new(&env);
+    let app = empty_app(&env);
+    // From <data>/builds/<id>/env, four levels up is the test dir that holds the canary.
+    for var in ["../../../../canary/pwned=y", "_HIDDEN=1", "A/B=1", "=x"] {
+        let (ok, log, _) = env.build(&app, &["-a", "envs", "-e", var]);
+        assert!(!ok, "{var} was accepted");
+        assert!(log.contains("[A-Za-z0-9_]"), "{var}: {log}");
+        canary.untouched(&log);
+    }
+    let big = format!("BIG={}", "x".repeat(40 * 1024));
+    let (ok, log, _) = env.build(&app, &["-a", "envs", "-e", &big]);
+    assert!(!ok && log.contains("32 KiB"), "{log}");
+}
+
+#[test]
+fn app_names_are_dns_labels() {
+    let env = Env::new();
+    let canary = Canary::new(&env);
+    let app = empty_app(&env);
+    for name in ["../../canary", "My_App", "-x", &"a".repeat(41)] {
+        let (ok, log, _) = env.build(&app, &[&format!("--app={name}")]);
+        assert!(!ok, "{name} was accepted");
+        assert!(log.contains("lower-case DNS label"), "{name}: {log}");
+        canary.untouched(&log);
+    }
+    assert!(!env.data().join("cache").exists(), "a cache dir was made");
+    let out = env
+        .cmd()
+        .args(["cache", "clear", "-a", "../../canary"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lower-case DNS label"));
+    canary.untouched("");
+}
+
+#[test]
+fn app_owned_buildpack_sources_name_only_urls() {
+    let env = Env::new();
+    let canary = Canary::new(&env);
+    let bp = env.dir.path().join("bp-local");
+    write_buildpack(&bp, "Local", "true", None);
+    let app = empty_app(&env);
+    let bp_path = bp.display().to_string();
+    for value in [bp_path.clone(), format!("file://{bp_path}"), "/etc".into()] {
+        let var = format!("BUILDPACK_URL={value}");
+        let (ok, log, _) = env.build(&app, &["-a", "urls", "-e", &var]);
+        assert!(!ok, "{value} was accepted");
+        assert!(
+            log.contains("config var BUILDPACK_URL")
+                && log.contains("names a path on the build host")
+                && log.contains("--allow-local-buildpacks"),
+            "{value}: {log}"
+        );
+        canary.untouched(&log);
+    }
+    std::fs::write(
+        app.join(".buildpacks"),
+        format!(
+            "https://example.invalid/bp.git\n{}/..\n",
+            canary.dir.display()
+        ),
+    )
+    .unwrap();
+    let (ok, log, _) = env.build(&app, &["-a", "urls"]);
+    assert!(!ok);
+    assert!(
+        log.contains(".buildpacks line 2") && log.contains("names a path on the build host"),
+        "{log}"
+    );
+    assert!(!log.contains("Fetching"), "nothing was fetched: {log}");
+    canary.untouched(&log);
+    // The operator's own choice on the command line stays allowed.
+    std::fs::remove_file(app.join(".buildpacks")).unwrap();
+    let var = format!("BUILDPACK_URL={bp_path}");
+    let (_, json) = env.build_ok(&app, &["-a", "urls", "-e", &var, "--buildpack", &bp_path]);
+    assert_eq!(json["buildpacks"], serde_json::json!(["Local"]));
+}
+
+#[test]
+fn symlinked_app_files_are_not_read_from_the_host() {
+    let env = Env::new();
+    let canary = Canary::new(&env);
+    let app = empty_app(&env);
+    std::os::unix::fs::symlink(canary.dir.join("secret"), app.join("Procfile")).unwrap();
+    let (ok, log, _) = env.build(&app, &["-a", "linked"]);
+    assert!(!ok);
+    assert!(log.contains("Procfile is a symlink"), "{log}");
+    canary.untouched(&log);
+}
+
+#[test]
+fn a_hostile_build_cannot_make_the_builder_read_or_write_host_files() {
+    let env = Env::new();
+    let canary = Canary::new(&env);
+    let bp = env.dir.path().join("bp-hostile");
+    // Its results become links to host files (paths the builder would resolve on the host).
+    let compile = format!(
+        "ln -sf {secret} /slipway/out/release-0.yml\nln -sf {secret} /slipway/out/used\nls -la /slipway/out",
+        secret = canary.dir.join("secret").display()
+    );
+    write_buildpack(&bp, "Hostile", &compile, None);
+    // A fetched buildpack may hold a link where the builder writes the buildpack's label.
+    std::os::unix::fs::symlink(canary.dir.join("target"), bp.join(".slipway-name")).unwrap();
+    let app = empty_app(&env);
+    let (ok, log, _) = env.build(
+        &app,
+        &["-a", "hostile", "--buildpack", bp.to_str().unwrap()],
+    );
+    assert!(!ok, "{log}");
+    assert!(log.contains("is a symlink"), "{log}");
+    canary.untouched(&log);
+    assert!(
+        std::fs::read_dir(env.data().join("builds"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true),
+        "build dir left"
+    );
+}
+
+/// A buildpack that records each build in the cache and fails when the app has a `fail` file.
+fn cache_recording_buildpack(env: &Env) -> PathBuf {
+    let bp = env.dir.path().join("bp-cache");
+    write_buildpack(
+        &bp,
+        "Cache",
+        concat!(
+            "echo \"-----> cache holds: $(ls \"$CACHE_DIR\" | tr '\\n' ' ')\"\n",
+            "if [ -f \"$BUILD_DIR/fail\" ]; then touch \"$CACHE_DIR/poison\"; exit 1; fi\n",
+            "[ -f \"$BUILD_DIR/slow\" ] && sleep 2\n",
+            "touch \"$CACHE_DIR/good-$(cat \"$BUILD_DIR/n\")\"\n",
+            "mkdir -p \"$BUILD_DIR/www\" && echo ok > \"$BUILD_DIR/www/index.html\""
+        ),
+        Some(
+            "---\ndefault_process_types:\n  web: python3 -m http.server $PORT --directory /app/www",
+        ),
+    );
+    bp
+}
+
+fn app_with(env: &Env, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let app = env.dir.path().join(name);
+    std::fs::create_dir_all(&app).unwrap();
+    for (f, content) in files {
+        std::fs::write(app.join(f), content).unwrap();
+    }
+    app
+}
+
+#[test]
+fn a_failed_build_leaves_the_cache_of_the_last_good_one() {
+    let env = Env::new();
+    let bp = cache_recording_buildpack(&env);
+    let bp = bp.to_str().unwrap();
+    let good = app_with(&env, "good", &[("n", "1")]);
+    env.build_ok(&good, &["-a", "cached", "--buildpack", bp]);
+    let bad = app_with(&env, "bad", &[("n", "2"), ("fail", "")]);
+    let (ok, log, _) = env.build(&bad, &["-a", "cached", "--buildpack", bp]);
+    assert!(!ok, "{log}");
+    assert!(log.contains("cache holds: good-1"), "{log}");
+    let again = app_with(&env, "again", &[("n", "3")]);
+    let (log, _) = env.build_ok(&again, &["-a", "cached", "--buildpack", bp]);
+    // The failed build's writes (poison) are gone; the good build's stay.
+    assert!(log.contains("cache holds: good-1 "), "{log}");
+    assert!(!log.contains("poison"), "{log}");
+}
+
+#[test]
+fn two_builds_of_one_app_at_once_both_succeed_in_turn() {
+    let env = Env::new();
+    let bp = cache_recording_buildpack(&env);
+    let bp = bp.to_str().unwrap();
+    let a = app_with(&env, "a", &[("n", "1"), ("slow", "")]);
+    let b = app_with(&env, "b", &[("n", "2"), ("slow", "")]);
+    let (ra, rb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| env.build(&a, &["-a", "twice", "--buildpack", bp]));
+        let tb = s.spawn(|| env.build(&b, &["-a", "twice", "--buildpack", bp]));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert!(ra.0, "{}", ra.1);
+    assert!(rb.0, "{}", rb.1);
+    let waited = [&ra.1, &rb.1]
+        .iter()
+        .filter(|l| l.contains("Waiting for another build of twice"))
+        .count();
+    assert_eq!(
+        waited, 1,
+        "one build waits for the other:\n{}\n---\n{}",
+        ra.1, rb.1
+    );
+    // The second build saw the first one's cache: they ran in turn, not at once.
+    assert!(
+        ra.1.contains("cache holds: good-2") || rb.1.contains("cache holds: good-1"),
+        "{}\n---\n{}",
+        ra.1,
+        rb.1
+    );
+}
+
+#[test]
+fn the_same_source_builds_the_same_slug() {
+    let env = Env::new();
+    for app in ["apps/static", "apps/procfile"] {
+        let (_, first) = env.build_ok(&fixture(app), &["-a", "same"]);
+        let (_, second) = env.build_ok(&fixture(app), &["-a", "same"]);
+        assert_eq!(slug_of(&first), slug_of(&second), "{app} built twice");
+    }
+}
+
+#[test]
+fn slugs_are_listed_pruned_and_removed() {
+    let env = Env::new();
+    let one = app_with(&env, "one", &[("Procfile", "web: sleep 100\n")]);
+    let two = app_with(&env, "two", &[("Procfile", "web: sleep 200\n")]);
+    let (_, a) = env.build_ok(&one, &["-a", "kept"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, b) = env.build_ok(&two, &["-a", "kept"]);
+    let list = |env: &Env| -> Vec<String> {
+        let out = env.cmd().args(["slug", "list", "--json"]).output().unwrap();
+        assert!(out.status.success());
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(list(&env).len(), 2);
+    let st = env
+        .cmd()
+        .args(["slug", "prune", "--keep", "1"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The newest stays.
+    assert_eq!(list(&env), vec![slug_of(&b)]);
+    assert!(!env.data().join("slugs").join(slug_of(&a)).exists());
+    let st = env
+        .cmd()
+        .args(["slug", "rm", &slug_of(&b)[..8]])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(list(&env).is_empty());
+}
+
+#[test]
+fn an_app_picks_the_debian_13_stack_with_its_stack_config_var() {
+    let env = Env::new();
+    let app = app_with(
+        &env,
+        "py313",
+        &[
+            (".python-version", "3.13\n"),
+            ("requirements.txt", ""),
+            (
+                "Procfile",
+                "web: python3 -c 'import sys; print(sys.version)' && exec python3 -m http.server $PORT\n",
+            ),
+        ],
+    );
+    // On the default stack (Python 3.11) the version is refused, naming the stack that has it.
+    let (ok, log, _) = env.build(&app, &["-a", "py313"]);
+    assert!(!ok, "{log}");
+    assert!(log.contains("STACK=slipway-13"), "{log}");
+    let (log, json) = env.build_ok(&app, &["-a", "py313", "-e", "STACK=slipway-13"]);
+    assert!(log.contains("3.13"), "{log}");
+    assert_eq!(json["stack"], "slipway-13");
+    let body = env.serve_and_get(&slug_of(&json));
+    assert!(body.contains("200"), "{body}");
+    let (ok, log, _) = env.build(&app, &["-a", "py313", "-e", "STACK=heroku-24"]);
+    assert!(!ok && log.contains("slipway-12, slipway-13"), "{log}");
 }

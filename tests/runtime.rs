@@ -632,3 +632,83 @@ fn run_with_a_terminal_proxies_our_own_terminal() {
         "the window size is passed on: {text:?}"
     );
 }
+
+#[test]
+fn rootfs_propagation_applies_to_the_container_root() {
+    // Shared and unbindable only make sense for the container's own root: applied to the
+    // host-inherited tree before pivot_root they made pivot_root fail.
+    for (asked, shows) in [
+        ("shared", "shared:"),
+        ("rshared", "shared:"),
+        ("unbindable", "unbindable"),
+        ("private", ""),
+        // A slave of a private mount is private: what shows depends on the host.
+        ("slave", ""),
+    ] {
+        let f = Fixture::new(&["sh", "-c", "awk '$5 == \"/\"' /proc/self/mountinfo"]);
+        f.edit(|c| c["linux"]["rootfsPropagation"] = asked.into());
+        let (code, out, err) = f.run();
+        assert_eq!(code, 0, "rootfsPropagation {asked}: {err}");
+        assert!(out.contains(shows), "rootfsPropagation {asked}: {out}");
+        if asked == "private" {
+            assert!(
+                !out.contains("shared:") && !out.contains("master:"),
+                "{out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_init_reaps_orphans_and_passes_on_sigterm() {
+    // Under the minimal init the program is not PID 1: an orphan is reaped, and SIGTERM to the
+    // container stops a program that installed no handler.
+    let f = Fixture::new(&[
+        "sh",
+        "-c",
+        "(sleep 0.2 &); sleep 1; ps -o stat,comm | grep -c '^Z' || true; exec sleep 100",
+    ]);
+    f.edit(|c| c["annotations"] = serde_json::json!({"run.slipway.init": "true"}));
+    let id = f.id();
+    let child = f
+        .cmd()
+        .args(["run", "--bundle"])
+        .arg(&f.bundle)
+        .arg(&id)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    std::thread::sleep(std::time::Duration::from_millis(1800));
+    let kill = f.cmd().args(["kill", &id, "TERM"]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let _ = pid;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "a zombie was left"
+    );
+    // sleep died of SIGTERM, and the init said so.
+    assert_eq!(out.status.code(), Some(128 + 15));
+}
+
+#[test]
+fn a_kill_by_the_memory_limit_is_named() {
+    // 200 MB into a shell variable under a 32 MiB limit.
+    let f = Fixture::new(&[
+        "sh",
+        "-c",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    f.edit(|c| {
+        c["linux"]["resources"]["memory"] =
+            serde_json::json!({"limit": 32 << 20, "swap": 32 << 20});
+    });
+    let (code, out, err) = f.run();
+    assert!(!out.contains("survived"), "{out}");
+    assert!(
+        err.contains("out of memory (limit 32 MiB)"),
+        "exit {code}, stderr: {err}"
+    );
+}

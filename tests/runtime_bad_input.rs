@@ -146,3 +146,42 @@ fn unknown_container_commands() {
         );
     }
 }
+
+#[test]
+fn host_sysctl_is_refused_before_anything_is_written() {
+    let f = Fixture::new(&["true"]);
+    let before = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    f.edit(|c| c["linux"]["sysctl"] = json!({"kernel.core_pattern": "|/tmp/slipway-pwned %p"}));
+    fails_cleanly(&f, &f.id(), "sysctl kernel.core_pattern is not namespaced");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap(),
+        before
+    );
+}
+
+#[test]
+fn net_sysctl_without_a_network_namespace_of_its_own() {
+    let f = Fixture::new(&["true"]);
+    f.edit(|c| {
+        c["linux"]["sysctl"] = json!({"net.ipv4.ip_default_ttl": "42"});
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "network");
+    });
+    fails_cleanly(&f, &f.id(), "belongs to the net namespace");
+    f.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "network", "path": "/proc/self/ns/net"}))
+    });
+    fails_cleanly(&f, &f.id(), "shares the host's");
+}
+
+#[test]
+fn sysctl_key_with_a_path_in_it() {
+    let f = Fixture::new(&["true"]);
+    f.edit(|c| c["linux"]["sysctl"] = json!({"net.ipv4/../../kernel/core_pattern": "x"}));
+    fails_cleanly(&f, &f.id(), "is not a sysctl name");
+}

@@ -1,2 +1,13 @@
-//! The daemon's interfaces to other processes: the route table the router reads.
+//! The daemon (`slipway daemon`, the control plane) and its interfaces to other processes:
+//! the HTTP API and its client, the route table the router reads, and the supervisor behind
+//! the [`runner::Runner`] trait.
+pub mod attach;
+pub mod client;
+pub mod daemon;
+pub mod deploy;
+pub mod events;
+pub mod http;
 pub mod routes;
+pub mod runner;
+pub mod server;
+pub mod wire;

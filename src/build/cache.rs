@@ -5,52 +5,57 @@
 //! own doing: everything here walks the tree without following symlinks, so
 //! that a symlink planted in the cache (to `/etc/shadow`, say) is changed or
 //! removed itself, never its target.
+//!
+//! A build never writes the stored cache itself. It sees an overlay whose lower layer is the
+//! cache and whose upper layer is its own (`CacheSession`); only a successful build's changes
+//! are merged into the cache, so a failed build leaves the cache of the last successful one,
+//! as Heroku keeps it. Builds of one app take the app's cache lock in turn (`lock`).
 
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
+
+use super::app_name::{check_app_name, AppNameError};
+use super::archive::remove_tree;
+use crate::sandbox::mounts::{mount_overlay_with, Overlay};
+use crate::sandbox::SandboxError;
+use crate::sys::io::{at, walking, PathError};
+
 /// Name of the cache area under the data directory.
 pub const CACHE_DIR: &str = "cache";
-
-/// What an app name may contain, for error messages.
-pub const APP_NAME_RULE: &str = "lower-case letters, digits and '-', 1 to 63 characters";
 
 /// What can go wrong with a build cache.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("{name:?} is not a valid app name for a build cache: an app name has {APP_NAME_RULE}")]
-    BadAppName { name: String },
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    BadAppName(#[from] AppNameError),
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error(
         "build cache {path} is not a directory; remove it, a new cache is made on the next build"
     )]
     NotADirectory { path: PathBuf },
+    #[error("build cache: {0}")]
+    Overlay(#[from] SandboxError),
+    #[error("lock the build cache {path}: {source}")]
+    Lock { path: PathBuf, source: nix::Error },
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CacheError + 'a {
-    move |source| CacheError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+/// Held while a build of the app runs; the next build of the same app waits for it.
+pub struct CacheLock {
+    _file: Flock<fs::File>,
 }
 
-/// True for names made of [`APP_NAME_RULE`]: safe as one path component
-/// (no `/`, no `.`, so never `..`).
-pub fn is_valid_app_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+/// A build's view of the cache: an overlay over the stored cache, mounted at `view()`;
+/// `commit` merges what the build changed into the cache, dropping forgets it.
+pub struct CacheSession {
+    overlay: Option<Overlay>,
+    upper: PathBuf,
+    cache: PathBuf,
+    view: PathBuf,
 }
 
 /// The build cache of one app.
@@ -62,9 +67,8 @@ pub struct BuildCache {
 impl BuildCache {
     /// The cache of `app` under `<data_dir>/cache/<app>`; nothing is created yet.
     pub fn new(data_dir: &Path, app: &str) -> Result<BuildCache, CacheError> {
-        if !is_valid_app_name(app) {
-            return Err(CacheError::BadAppName { name: app.into() });
-        }
+        // One plain path component: no `/`, no `.`, so never `..`.
+        check_app_name(app)?;
         Ok(BuildCache {
             dir: data_dir.join(CACHE_DIR).join(app),
         })
@@ -80,8 +84,8 @@ impl BuildCache {
     /// The top directory is made 0700: caches hold downloaded packages and,
     /// at times, credentials of the app.
     pub fn ensure(&self, uid: u32, gid: u32) -> Result<(), CacheError> {
-        fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
-        let meta = fs::symlink_metadata(&self.dir).map_err(io_err("checking", &self.dir))?;
+        fs::create_dir_all(&self.dir).map_err(at("creating", &self.dir))?;
+        let meta = fs::symlink_metadata(&self.dir).map_err(at("checking", &self.dir))?;
         if !meta.is_dir() {
             return Err(CacheError::NotADirectory {
                 path: self.dir.clone(),
@@ -89,21 +93,71 @@ impl BuildCache {
         }
         if meta.uid() != uid || meta.gid() != gid {
             for entry in walkdir::WalkDir::new(&self.dir).follow_links(false) {
-                let entry = entry.map_err(|e| CacheError::Io {
-                    action: "walking",
-                    path: self.dir.clone(),
-                    source: e.into(),
-                })?;
+                let entry = entry.map_err(walking("walking", &self.dir))?;
                 // lchown: a symlink gets a new owner itself, its target never.
                 std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))
-                    .map_err(io_err("changing the owner of", entry.path()))?;
+                    .map_err(at("changing the owner of", entry.path()))?;
             }
         }
         if meta.mode() & 0o7777 != 0o700 {
             fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
-                .map_err(io_err("setting the mode of", &self.dir))?;
+                .map_err(at("setting the mode of", &self.dir))?;
         }
         Ok(())
+    }
+
+    /// Take the app's cache lock, waiting (after `on_wait`) while another build holds it.
+    pub fn lock(&self, on_wait: &mut dyn FnMut()) -> Result<CacheLock, CacheError> {
+        let parent = self.dir.parent().expect("the cache dir has a parent");
+        fs::create_dir_all(parent).map_err(at("creating", parent))?;
+        let path = self.dir.with_extension("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(at("opening", &path))?;
+        let lock_err = |path: &Path, (_, e): (fs::File, nix::Error)| CacheError::Lock {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(f) => Ok(CacheLock { _file: f }),
+            Err((file, nix::Error::EWOULDBLOCK)) => {
+                on_wait();
+                Flock::lock(file, FlockArg::LockExclusive)
+                    .map(|f| CacheLock { _file: f })
+                    .map_err(|e| lock_err(&path, e))
+            }
+            Err(e) => Err(lock_err(&path, e)),
+        }
+    }
+
+    /// Mount the build's view of the cache in `workspace` (`cache-view`, with its own upper
+    /// and work dirs there). The caller must be in a private mount namespace.
+    pub fn session(&self, workspace: &Path, uid: u32) -> Result<CacheSession, CacheError> {
+        let (upper, work, view) = (
+            workspace.join("cache-upper"),
+            workspace.join("cache-work"),
+            workspace.join("cache-view"),
+        );
+        for d in [&upper, &work, &view] {
+            fs::create_dir_all(d).map_err(at("creating", d))?;
+        }
+        // The view's top directory takes the upper's owner and mode.
+        std::os::unix::fs::lchown(&upper, Some(uid), Some(uid))
+            .map_err(at("changing the owner of", &upper))?;
+        fs::set_permissions(&upper, fs::Permissions::from_mode(0o700))
+            .map_err(at("setting the mode of", &upper))?;
+        // redirect_dir off: a renamed directory is copied up whole, so merging the upper
+        // layer needs no knowledge of redirects.
+        let overlay = mount_overlay_with(&[&self.dir], &upper, &work, &view, "redirect_dir=off")?;
+        Ok(CacheSession {
+            overlay: Some(overlay),
+            upper,
+            cache: self.dir.clone(),
+            view,
+        })
     }
 
     /// Removes the cache and returns the bytes its files held. A missing
@@ -112,9 +166,9 @@ impl BuildCache {
         let freed = self.size();
         match fs::symlink_metadata(&self.dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(io_err("checking", &self.dir)(e)),
+            Err(e) => return Err(PathError::new("checking", &self.dir, e).into()),
             Ok(meta) if !meta.is_dir() => {
-                fs::remove_file(&self.dir).map_err(io_err("removing", &self.dir))?
+                fs::remove_file(&self.dir).map_err(at("removing", &self.dir))?
             }
             Ok(_) => {
                 // A build may have left directories without write bits.
@@ -128,7 +182,7 @@ impl BuildCache {
                             fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700));
                     }
                 }
-                fs::remove_dir_all(&self.dir).map_err(io_err("removing", &self.dir))?
+                fs::remove_dir_all(&self.dir).map_err(at("removing", &self.dir))?
             }
         }
         Ok(freed)
@@ -148,29 +202,136 @@ impl BuildCache {
     }
 }
 
+impl CacheSession {
+    /// Where the build sees the cache.
+    pub fn view(&self) -> &Path {
+        &self.view
+    }
+
+    /// The build succeeded: merge its changes into the stored cache.
+    pub fn commit(mut self) -> Result<(), CacheError> {
+        drop(self.overlay.take());
+        merge_upper(&self.upper, &self.cache)
+    }
+}
+
+impl Drop for CacheSession {
+    fn drop(&mut self) {
+        // Uncommitted: the overlay goes, and the workspace takes the upper layer with it.
+        drop(self.overlay.take());
+    }
+}
+
+/// An overlayfs whiteout: a character device 0:0 marks a lower entry as deleted.
+fn is_whiteout(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+/// An overlayfs opaque directory hides everything of the lower one.
+fn is_opaque(dir: &Path) -> bool {
+    let Ok(path) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()))
+    else {
+        return false;
+    };
+    let mut value = [0u8; 1];
+    // SAFETY: a NUL-terminated path, a static attribute name and a buffer of its stated size;
+    // lgetxattr never follows a symlink.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n == 1 && value[0] == b'y'
+}
+
+/// Apply an overlay's upper layer to its (unmounted) lower directory: whiteouts delete,
+/// opaque and new directories replace, files and links replace, other directories merge.
+/// Renames only: upper and lower are on one filesystem, and nothing is followed.
+fn merge_upper(upper: &Path, lower: &Path) -> Result<(), CacheError> {
+    for entry in fs::read_dir(upper).map_err(at("reading", upper))? {
+        let entry = entry.map_err(at("reading", upper))?;
+        let (from, to) = (entry.path(), lower.join(entry.file_name()));
+        let meta = fs::symlink_metadata(&from).map_err(at("checking", &from))?;
+        let to_meta = fs::symlink_metadata(&to).ok();
+        if is_whiteout(&meta) {
+            remove_tree(&to).map_err(at("removing", &to))?;
+        } else if meta.is_dir() && !is_opaque(&from) && to_meta.as_ref().is_some_and(|m| m.is_dir())
+        {
+            merge_upper(&from, &to)?;
+            fs::set_permissions(&to, meta.permissions()).map_err(at("setting the mode of", &to))?;
+        } else {
+            if to_meta.is_some_and(|m| m.is_dir()) {
+                remove_tree(&to).map_err(at("removing", &to))?;
+            }
+            fs::rename(&from, &to).map_err(at("moving into the cache", &to))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merging_an_upper_layer_applies_deletions_replacements_and_new_files() {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "needs root (whiteouts are device nodes)"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let (upper, lower) = (d.path().join("upper"), d.path().join("lower"));
+        for p in [
+            "lower/keep",
+            "lower/gone",
+            "lower/replaced",
+            "lower/sub/old",
+            "upper/sub",
+        ] {
+            fs::create_dir_all(d.path().join(p)).unwrap();
+        }
+        fs::write(lower.join("file"), "old").unwrap();
+        fs::write(lower.join("sub/kept"), "kept").unwrap();
+        fs::write(upper.join("file"), "new").unwrap();
+        fs::write(upper.join("sub/added"), "added").unwrap();
+        fs::write(upper.join("replaced"), "now a file").unwrap();
+        nix::sys::stat::mknod(
+            &upper.join("gone"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        merge_upper(&upper, &lower).unwrap();
+        assert_eq!(fs::read_to_string(lower.join("file")).unwrap(), "new");
+        assert_eq!(
+            fs::read_to_string(lower.join("sub/added")).unwrap(),
+            "added"
+        );
+        assert_eq!(fs::read_to_string(lower.join("sub/kept")).unwrap(), "kept");
+        assert!(lower.join("sub/old").is_dir() && lower.join("keep").is_dir());
+        assert!(!lower.join("gone").exists());
+        assert_eq!(
+            fs::read_to_string(lower.join("replaced")).unwrap(),
+            "now a file"
+        );
+    }
+    use crate::build::app_name::APP_NAME_RULE;
     use std::os::unix::fs::symlink;
 
     #[test]
     fn app_names() {
         let data = Path::new("/nonexistent");
-        for good in ["a", "my-app-2", &"a".repeat(63), "0"] {
+        for good in ["a", "my-app-2", &"a".repeat(40)] {
             assert!(BuildCache::new(data, good).is_ok(), "{good}");
         }
-        for bad in [
-            "",
-            "My-App",
-            "../x",
-            "a/b",
-            "a.b",
-            "a_b",
-            &"a".repeat(64),
-            "é",
-        ] {
+        for bad in ["", "My-App", "../x", "a/b", "a.b", "a_b", &"a".repeat(41)] {
             let err = BuildCache::new(data, bad).unwrap_err();
-            assert!(matches!(err, CacheError::BadAppName { .. }), "{bad}");
+            assert!(matches!(err, CacheError::BadAppName(_)), "{bad}");
             assert!(err.to_string().contains(APP_NAME_RULE));
         }
         let cache = BuildCache::new(data, "web").unwrap();
@@ -235,10 +396,7 @@ mod tests {
         fs::write(cache.dir(), "oops").unwrap();
         let err = cache.ensure(0, 0).unwrap_err();
         assert!(
-            matches!(
-                err,
-                CacheError::Io { .. } | CacheError::NotADirectory { .. }
-            ),
+            matches!(err, CacheError::Io(_) | CacheError::NotADirectory { .. }),
             "{err:?}"
         );
         cache.clear().unwrap();

@@ -1,10 +1,12 @@
-//! Builds: stacks, buildpacks, slugs.
+//! Builds: buildpacks, slugs.
 
+pub mod app_name;
+pub mod archive;
 pub mod builder;
 pub mod cache;
-pub mod launch;
+pub mod env_vars;
+pub mod process_type;
 pub mod release;
-pub mod sandbox;
 pub mod slug;
 pub mod source;
-pub mod stack;
+pub mod untrusted;

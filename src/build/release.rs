@@ -16,7 +16,8 @@
 
 use serde_yaml_ng::Value;
 
-use crate::platform::procfile::{self, Procfile};
+use super::env_vars::{self, ConfigVarError};
+use super::process_type;
 
 /// Lines of the buildpack's output quoted back in an error.
 const QUOTED_LINES: usize = 3;
@@ -54,6 +55,8 @@ pub enum ReleaseError {
     },
     #[error("bin/release: process type {kind:?} in `default_process_types` is not allowed (a type has {rule}); fix the buildpack's bin/release")]
     BadProcessType { kind: String, rule: &'static str },
+    #[error("bin/release: in `config_vars`: {0}; fix the buildpack's bin/release")]
+    BadConfigVar(ConfigVarError),
 }
 
 /// The first lines of `text`, shortened, for error messages.
@@ -164,47 +167,22 @@ pub fn parse_release(yaml: &str) -> Result<ReleaseInfo, ReleaseError> {
     let default_process_types = string_map(&root, "default_process_types", false, yaml)?;
     if let Some((kind, _)) = default_process_types
         .iter()
-        .find(|(kind, _)| !procfile::is_valid_type(kind))
+        .find(|(kind, _)| !process_type::is_valid_type(kind))
     {
         return Err(ReleaseError::BadProcessType {
             kind: kind.clone(),
-            rule: procfile::TYPE_RULE,
+            rule: process_type::TYPE_RULE,
         });
     }
     let config_vars = string_map(&root, "config_vars", true, yaml)?;
+    // They become config vars of the app, and so ENV_DIR file names of its next builds.
+    for (name, value) in &config_vars {
+        env_vars::check(name, value).map_err(ReleaseError::BadConfigVar)?;
+    }
     Ok(ReleaseInfo {
         default_process_types,
         config_vars,
     })
-}
-
-/// Where a process type of a release came from.
-pub const ORIGIN_PROCFILE: &str = "Procfile";
-/// See [`ORIGIN_PROCFILE`].
-pub const ORIGIN_BUILDPACK: &str = "buildpack";
-
-/// Merge: Procfile wins over default_process_types; returns (type, command, origin "Procfile"|"buildpack").
-///
-/// The Procfile's types come first, in file order, then the buildpack's
-/// types that the Procfile does not define, in the buildpack's order (as on
-/// Heroku, a Procfile overrides a buildpack type of the same name and leaves
-/// the others). A type the buildpack lists twice keeps its first command.
-pub fn merge_process_types(
-    procfile: Option<&Procfile>,
-    defaults: &[(String, String)],
-) -> Vec<(String, String, &'static str)> {
-    let mut merged: Vec<(String, String, &'static str)> = Vec::new();
-    if let Some(procfile) = procfile {
-        for (kind, command) in &procfile.entries {
-            merged.push((kind.clone(), command.clone(), ORIGIN_PROCFILE));
-        }
-    }
-    for (kind, command) in defaults {
-        if !merged.iter().any(|(k, _, _)| k == kind) {
-            merged.push((kind.clone(), command.clone(), ORIGIN_BUILDPACK));
-        }
-    }
-    merged
 }
 
 #[cfg(test)]
@@ -257,6 +235,26 @@ mod tests {
             ])
         );
         assert_eq!(info.default_process_types, owned(&[("web", "./web")]));
+    }
+
+    #[test]
+    fn config_var_names_that_could_be_paths_are_refused() {
+        for name in ["../../etc/cron.d/x", "_HIDDEN", "a/b", "WITH-DASH"] {
+            let yaml = format!("config_vars:\n  {name:?}: x\n");
+            let err = parse_release(&yaml).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                matches!(err, ReleaseError::BadConfigVar(_)),
+                "{name}: {message}"
+            );
+            assert!(message.contains("[A-Za-z0-9_]"), "{message}");
+            assert!(
+                message.contains("fix the buildpack's bin/release"),
+                "{message}"
+            );
+        }
+        let big = format!("config_vars:\n  BIG: {}\n", "x".repeat(40_000));
+        assert!(parse_release(&big).is_err());
     }
 
     #[test]
@@ -362,37 +360,5 @@ mod tests {
         let err = parse_release("default_process_types:\n  \"web server\": ./x\n").unwrap_err();
         assert!(matches!(err, ReleaseError::BadProcessType { .. }));
         assert!(err.to_string().contains("web server"));
-    }
-
-    #[test]
-    fn procfile_wins_and_other_defaults_stay() {
-        let procfile = Procfile::parse("worker: ./work\nweb: ./custom-web\n").unwrap();
-        let defaults = owned(&[("web", "./default-web"), ("console", "./console")]);
-        let merged = merge_process_types(Some(&procfile), &defaults);
-        assert_eq!(
-            merged,
-            vec![
-                ("worker".into(), "./work".into(), "Procfile"),
-                ("web".into(), "./custom-web".into(), "Procfile"),
-                ("console".into(), "./console".into(), "buildpack"),
-            ]
-        );
-    }
-
-    #[test]
-    fn merge_without_procfile_or_defaults() {
-        let defaults = owned(&[("web", "./w"), ("web", "./second")]);
-        assert_eq!(
-            merge_process_types(None, &defaults),
-            vec![("web".into(), "./w".into(), "buildpack")]
-        );
-        let procfile = Procfile::parse("web: ./p").unwrap();
-        assert_eq!(
-            merge_process_types(Some(&procfile), &[]),
-            vec![("web".into(), "./p".into(), "Procfile")]
-        );
-        assert!(merge_process_types(None, &[]).is_empty());
-        let empty = Procfile::default();
-        assert_eq!(merge_process_types(Some(&empty), &defaults).len(), 1);
     }
 }

@@ -20,15 +20,16 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::slug::{extract_tar, remove_tree, ExtractOptions, SlugError};
+use super::archive::{extract_tar, remove_tree, ArchiveError, ExtractOptions};
+use crate::sys::child::{self, Output, Supervised};
+use crate::sys::io::{at, PathError};
 
 /// Longest time one `git` command may take.
 pub const GIT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -44,6 +45,8 @@ const STDERR_LINES: usize = 5;
 const KEY_LEN: usize = 16;
 const TMP_PREFIX: &str = ".tmp-";
 const SOURCE_FORMS: &str = "https://…, http://…, git://…, ssh://…, file://…, git@host:path, a directory, or a .tgz/.tar.gz/.tar tarball URL";
+/// The forms an app may use when local buildpacks are not allowed.
+const URL_FORMS: &str = "https://…, http://…, git://…, ssh://… or git@host:path, each with an optional #ref, or a .tgz/.tar.gz/.tar tarball URL";
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -66,9 +69,17 @@ pub enum SourceError {
         reference: String,
         what: &'static str,
     },
+    #[error("buildpack source {spec:?} names a path on the build host, which an app may not use; give a buildpack URL instead ({URL_FORMS}), for example by pushing the buildpack to a git server, or have the operator allow local buildpacks (slipway build --allow-local-buildpacks)")]
+    LocalNotAllowed { spec: String },
     #[error(".buildpacks line {line}: {source}")]
     InFile {
         line: usize,
+        #[source]
+        source: Box<SourceError>,
+    },
+    #[error("config var {name}: {source}")]
+    InConfigVar {
+        name: &'static str,
         #[source]
         source: Box<SourceError>,
     },
@@ -90,25 +101,27 @@ pub enum SourceError {
     Archive {
         spec: String,
         #[source]
-        source: SlugError,
+        source: ArchiveError,
     },
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
 }
 
 type Result<T> = std::result::Result<T, SourceError>;
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SourceError + 'a {
-    move |source| SourceError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+/// What buildpack sources that the app owns (its `.buildpacks`, its `BUILDPACK_URL` config
+/// var) may name: the operator's choice, passed into the builder. By default only URLs; a
+/// buildpack the operator names itself (`slipway build --buildpack`) is not subject to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildpackPolicy {
+    /// Also directories, repositories and tarballs on the build host (bare paths and
+    /// `file://` URLs).
+    pub allow_local: bool,
+}
+
+impl BuildpackPolicy {
+    /// Every source form: for buildpacks the operator names.
+    pub const OPERATOR: BuildpackPolicy = BuildpackPolicy { allow_local: true };
 }
 
 /// Where a buildpack comes from.
@@ -153,8 +166,12 @@ fn has_tarball_suffix(url: &str) -> bool {
 
 /// A working tree (`.git` inside) or a bare repository.
 fn is_git_repo(dir: &Path) -> bool {
-    dir.join(".git").exists()
-        || (dir.join("HEAD").is_file() && dir.join("objects").is_dir() && dir.join("refs").is_dir())
+    dir.join(".git").exists() || is_bare_git_repo(dir)
+}
+
+/// A bare repository: git's own files at the top, no working tree.
+fn is_bare_git_repo(dir: &Path) -> bool {
+    dir.join("HEAD").is_file() && dir.join("objects").is_dir() && dir.join("refs").is_dir()
 }
 
 /// `user@host:path`, git's scp-like syntax for ssh.
@@ -207,7 +224,17 @@ impl BuildpackSource {
     /// `ssh://…` is git too. A local directory that is a git repository
     /// becomes Git when a `#ref` is given (else its files are used as they
     /// are); a local tarball file becomes a `file://` Tarball.
+    ///
+    /// Every form is accepted: this is for a buildpack the operator names. Sources the app
+    /// owns go through [`BuildpackSource::parse_with`].
     pub fn parse(spec: &str, base: &Path) -> Result<BuildpackSource> {
+        Self::parse_with(spec, base, BuildpackPolicy::OPERATOR)
+    }
+
+    /// [`BuildpackSource::parse`] under `policy`: without `allow_local`, bare paths and
+    /// `file://` URLs are refused before anything on the host is looked at, so that an app
+    /// can neither use nor probe the build host's files.
+    pub fn parse_with(spec: &str, base: &Path, policy: BuildpackPolicy) -> Result<BuildpackSource> {
         let spec = spec.trim();
         if spec.is_empty() {
             return Err(SourceError::Empty);
@@ -262,6 +289,16 @@ impl BuildpackSource {
                 return Ok(git());
             }
         }
+        if lower.contains("://") && !lower.starts_with("file://") {
+            return Err(bad("unsupported URL scheme"));
+        }
+        if is_scp_like(location) {
+            return Ok(git());
+        }
+        // Everything from here on names something on this host.
+        if !policy.allow_local {
+            return Err(SourceError::LocalNotAllowed { spec: spec.into() });
+        }
         if lower.starts_with("file://") {
             let rest = &location["file://".len()..];
             let path = rest.strip_prefix("localhost").unwrap_or(rest);
@@ -289,12 +326,6 @@ impl BuildpackSource {
             }
             no_ref("a plain directory (not a git repository)")?;
             return Ok(BuildpackSource::Dir(path));
-        }
-        if lower.contains("://") {
-            return Err(bad("unsupported URL scheme"));
-        }
-        if is_scp_like(location) {
-            return Ok(git());
         }
 
         let path = if Path::new(location).is_absolute() {
@@ -325,6 +356,11 @@ impl BuildpackSource {
                 reference: reference.clone(),
                 what: "a plain directory (not a git repository)",
             }),
+            // A bare repository has no working tree to use as a buildpack: clone its HEAD.
+            None if is_bare_git_repo(&path) => Ok(BuildpackSource::Git {
+                url: format!("file://{}", path.display()),
+                reference: None,
+            }),
             None => Ok(BuildpackSource::Dir(path)),
         }
     }
@@ -346,7 +382,7 @@ impl BuildpackSource {
             check_buildpack(&self.to_string(), dir)?;
             return Ok(dir.clone());
         }
-        fs::create_dir_all(cache_dir).map_err(io_err("creating", cache_dir))?;
+        fs::create_dir_all(cache_dir).map_err(at("creating", cache_dir))?;
         let dest = cache_dir.join(self.cache_key());
         if dest.is_dir() && check_buildpack(&self.to_string(), &dest).is_ok() {
             let moving_branch = matches!(self, BuildpackSource::Git { .. }) && on_branch(&dest);
@@ -360,7 +396,7 @@ impl BuildpackSource {
             std::process::id(),
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        fs::create_dir(&work).map_err(io_err("creating", &work))?;
+        fs::create_dir(&work).map_err(at("creating", &work))?;
         let result = self
             .fetch_into(&work)
             .and_then(|tree| {
@@ -387,7 +423,7 @@ impl BuildpackSource {
                 let download = work.join("download");
                 curl_download(&spec, url, &download)?;
                 let tree = work.join("tree");
-                fs::create_dir(&tree).map_err(io_err("creating", &tree))?;
+                fs::create_dir(&tree).map_err(at("creating", &tree))?;
                 unpack_tarball(&spec, &download, &tree)?;
                 single_top_level_dir(&tree)
             }
@@ -396,7 +432,12 @@ impl BuildpackSource {
 }
 
 /// `.buildpacks`: one source per line, blank lines and '#' comments ignored, \r stripped.
-pub fn parse_buildpacks_file(text: &str, base: &Path) -> Result<Vec<BuildpackSource>> {
+/// The file is the app's, so its sources are parsed under the operator's `policy`.
+pub fn parse_buildpacks_file(
+    text: &str,
+    base: &Path,
+    policy: BuildpackPolicy,
+) -> Result<Vec<BuildpackSource>> {
     let mut sources = Vec::new();
     for (index, line) in text.split('\n').enumerate() {
         let line = line.replace('\r', "");
@@ -404,10 +445,11 @@ pub fn parse_buildpacks_file(text: &str, base: &Path) -> Result<Vec<BuildpackSou
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let source = BuildpackSource::parse(line, base).map_err(|e| SourceError::InFile {
-            line: index + 1,
-            source: Box::new(e),
-        })?;
+        let source =
+            BuildpackSource::parse_with(line, base, policy).map_err(|e| SourceError::InFile {
+                line: index + 1,
+                source: Box::new(e),
+            })?;
         sources.push(source);
     }
     Ok(sources)
@@ -459,7 +501,7 @@ fn install(tree: &Path, dest: &Path, cache_dir: &Path) -> Result<()> {
     match fs::rename(tree, dest) {
         Ok(()) => Ok(()),
         Err(_) if dest.is_dir() => Ok(()),
-        Err(e) => Err(io_err("moving into place", dest)(e)),
+        Err(e) => Err(PathError::new("moving into place", dest, e).into()),
     }
 }
 
@@ -491,56 +533,26 @@ struct ToolRun {
 /// Runs a tool in its own process group with a deadline; on timeout the
 /// whole group is killed (git starts helpers such as `git-remote-https`).
 fn run_tool(tool: &'static str, command: &mut Command, timeout: Duration) -> Result<ToolRun> {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = command.spawn().map_err(|source| {
+    let f = child::run(
+        command,
+        Supervised {
+            output: Output::Capture,
+            timeout: Some(timeout),
+            ..Default::default()
+        },
+    )
+    .map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
             SourceError::ToolMissing { tool, source }
         } else {
-            SourceError::Io {
-                action: "starting",
-                path: PathBuf::from(tool),
-                source,
-            }
+            PathError::new("starting", tool, source).into()
         }
     })?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + timeout;
-    let mut timed_out = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => {
-                timed_out = true;
-                // SAFETY: kill(2) on the process group this child leads.
-                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-                break child.wait().ok();
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(_) => break None,
-        }
-    };
-    let stdout = out_thread.join().unwrap_or_default();
-    let stderr = err_thread.join().unwrap_or_default();
     Ok(ToolRun {
-        success: !timed_out && status.is_some_and(|s| s.success()),
-        stdout,
-        stderr,
-        timed_out,
+        success: f.success(),
+        timed_out: f.timed_out,
+        stdout: f.stdout,
+        stderr: f.stderr,
     })
 }
 
@@ -671,9 +683,9 @@ fn curl_download(spec: &str, url: &str, output: &Path) -> Result<()> {
 /// Extracts a tar, tar.gz or tar.zst file (told apart by their first bytes).
 fn unpack_tarball(spec: &str, file: &Path, tree: &Path) -> Result<()> {
     let mut magic = [0u8; 4];
-    let mut probe = File::open(file).map_err(io_err("opening", file))?;
-    let n = probe.read(&mut magic).map_err(io_err("reading", file))?;
-    let reader = BufReader::new(File::open(file).map_err(io_err("opening", file))?);
+    let mut probe = File::open(file).map_err(at("opening", file))?;
+    let n = probe.read(&mut magic).map_err(at("reading", file))?;
+    let reader = BufReader::new(File::open(file).map_err(at("opening", file))?);
     let options = ExtractOptions {
         keep_owners: false,
         read_only: false,
@@ -686,7 +698,7 @@ fn unpack_tarball(spec: &str, file: &Path, tree: &Path) -> Result<()> {
     if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         extract_tar(flate2::read::GzDecoder::new(reader), tree, &options).map_err(archive_err)?;
     } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        let decoder = zstd::Decoder::new(reader).map_err(io_err("decompressing", file))?;
+        let decoder = zstd::Decoder::new(reader).map_err(at("decompressing", file))?;
         extract_tar(decoder, tree, &options).map_err(archive_err)?;
     } else {
         extract_tar(reader, tree, &options).map_err(archive_err)?;
@@ -702,9 +714,9 @@ fn single_top_level_dir(tree: &Path) -> Result<PathBuf> {
         return Ok(tree.to_path_buf());
     }
     let entries: Vec<_> = fs::read_dir(tree)
-        .map_err(io_err("reading", tree))?
+        .map_err(at("reading", tree))?
         .collect::<io::Result<_>>()
-        .map_err(io_err("reading", tree))?;
+        .map_err(at("reading", tree))?;
     if let [only] = entries.as_slice() {
         if only.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             return Ok(only.path());
@@ -838,6 +850,21 @@ mod tests {
     }
 
     #[test]
+    fn a_bare_repository_without_a_ref_is_cloned_at_its_head() {
+        let base = fixture();
+        let bare = base.path().join("bp.git");
+        for d in ["objects", "refs"] {
+            std::fs::create_dir_all(bare.join(d)).unwrap();
+        }
+        std::fs::write(bare.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        let src = BuildpackSource::parse(bare.to_str().unwrap(), base.path()).unwrap();
+        assert!(
+            matches!(&src, BuildpackSource::Git { reference: None, url } if url.starts_with("file://")),
+            "{src:?}"
+        );
+    }
+
+    #[test]
     fn parse_refusals() {
         let base = fixture();
         let b = base.path();
@@ -908,7 +935,7 @@ mod tests {
     fn buildpacks_file() {
         let base = fixture();
         let text = "# buildpacks, in order\r\nhttps://example.test/a.git#v1\r\n\r\n   \n  # indented comment\nplain\n";
-        let sources = parse_buildpacks_file(text, base.path()).unwrap();
+        let sources = parse_buildpacks_file(text, base.path(), BuildpackPolicy::OPERATOR).unwrap();
         assert_eq!(
             sources,
             vec![
@@ -916,13 +943,82 @@ mod tests {
                 BuildpackSource::Dir(base.path().join("plain")),
             ]
         );
-        assert!(parse_buildpacks_file("", base.path()).unwrap().is_empty());
-        let err = parse_buildpacks_file("plain\n\nftp://x/y\n", base.path()).unwrap_err();
+        assert!(
+            parse_buildpacks_file("", base.path(), BuildpackPolicy::default())
+                .unwrap()
+                .is_empty()
+        );
+        let err = parse_buildpacks_file(
+            "plain\n\nftp://x/y\n",
+            base.path(),
+            BuildpackPolicy::OPERATOR,
+        )
+        .unwrap_err();
         assert!(
             matches!(err, SourceError::InFile { line: 3, .. }),
             "{err:?}"
         );
         assert!(err.to_string().starts_with(".buildpacks line 3: "), "{err}");
+    }
+
+    #[test]
+    fn app_owned_sources_name_only_urls_unless_local_ones_are_allowed() {
+        let base = fixture();
+        let b = base.path();
+        let root = b.display().to_string();
+        let app = BuildpackPolicy::default();
+        for spec in [
+            "https://github.com/heroku/heroku-buildpack-python#v250",
+            "http://example.test/bp.tgz",
+            "git://example.test/bp.git",
+            "ssh://git@example.test/bp.git",
+            "git@github.com:heroku/heroku-buildpack-go.git#main",
+        ] {
+            BuildpackSource::parse_with(spec, b, app).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        }
+        for spec in [
+            "plain".to_string(),
+            "./plain".into(),
+            "../../etc".into(),
+            "/etc".into(),
+            "/nonexistent/bp".into(),
+            format!("{root}/plain"),
+            format!("file://{root}/plain"),
+            format!("file://{root}/repo#v1"),
+            format!("FILE://{root}/bp.tgz"),
+            "file:///etc".into(),
+            "bp.tgz".into(),
+            "repo#v1".into(),
+            "heroku/python".into(),
+        ] {
+            let e = BuildpackSource::parse_with(&spec, b, app).unwrap_err();
+            let message = e.to_string();
+            assert!(
+                matches!(e, SourceError::LocalNotAllowed { .. }),
+                "{spec}: {message}"
+            );
+            assert!(message.contains("--allow-local-buildpacks"), "{message}");
+            assert!(message.contains("https://"), "{message}");
+            // Refused the same whether the path exists or not: no probing of host files.
+            assert!(!message.contains("does not exist"), "{message}");
+        }
+        // Other refusals keep their own message.
+        let e = BuildpackSource::parse_with("ftp://x/y.tgz", b, app).unwrap_err();
+        assert!(e.to_string().contains("unsupported URL scheme"), "{e}");
+        // Allowed by the operator: as `parse`.
+        let local = BuildpackPolicy { allow_local: true };
+        assert_eq!(
+            BuildpackSource::parse_with("plain", b, local).unwrap(),
+            BuildpackSource::Dir(b.join("plain"))
+        );
+        let text = "https://example.test/a.git\n# local\n\nplain\n";
+        let e = parse_buildpacks_file(text, b, app).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(".buildpacks line 4: buildpack source \"plain\" names a path"),
+            "{e}"
+        );
+        assert_eq!(parse_buildpacks_file(text, b, local).unwrap().len(), 2);
     }
 
     #[test]

@@ -1,28 +1,40 @@
 //! `slipway build` and `slipway cache`.
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use slipway::build::builder::{self, BuildOptions};
+use slipway::build::builder::{self, BuildError, BuildOptions};
 use slipway::build::cache::BuildCache;
+use slipway::config::Config;
+use slipway::platform::{process_types, procfile};
+use slipway::sandbox::{interrupt, mounts};
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// The app's source directory.
     pub dir: PathBuf,
-    /// App name (its build cache is kept per app).
+    /// App name (its build cache is kept per app): a lower-case DNS label of at most 40
+    /// characters, starting with a letter.
     #[arg(long, short = 'a', default_value = "app")]
     pub app: String,
     /// Copy the slug (tar.zst) here too.
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
-    /// Config vars for the build (KEY=VALUE); BUILDPACK_URL picks a buildpack.
+    /// Config vars for the build (KEY=VALUE; names of [A-Za-z0-9_], at most 64 characters,
+    /// not starting with '_'). They are the app's: a BUILDPACK_URL among them picks a
+    /// buildpack by URL (local paths only with --allow-local-buildpacks).
     #[arg(long = "env", short = 'e')]
     pub env: Vec<String>,
-    /// Force one buildpack (same as the BUILDPACK_URL config var).
+    /// Force one buildpack, chosen by the operator: a URL, a directory, a git repository or a
+    /// tarball of this host. Wins over BUILDPACK_URL and .buildpacks.
     #[arg(long)]
     pub buildpack: Option<String>,
+    /// Let the app's own buildpack sources (.buildpacks lines, BUILDPACK_URL) name
+    /// directories and files of this host (paths and file:// URLs), not only URLs.
+    #[arg(long = "allow-local-buildpacks")]
+    pub allow_local_buildpacks: bool,
     /// Stop the build after this many seconds.
     #[arg(long, default_value_t = 1200)]
     pub timeout: u64,
@@ -35,22 +47,6 @@ pub struct BuildArgs {
     /// Commit the source comes from (SOURCE_VERSION).
     #[arg(long = "source-version")]
     pub source_version: Option<String>,
-    /// Runtime state and network namespaces.
-    #[arg(
-        long = "run-dir",
-        env = "SLIPWAY_RUN_DIR",
-        default_value = "/run/slipway"
-    )]
-    pub run_dir: PathBuf,
-    /// Bridge of the build network.
-    #[arg(long, env = "SLIPWAY_BUILD_BRIDGE", default_value = "slipway0")]
-    pub bridge: String,
-    /// Subnet of the build network.
-    #[arg(long, env = "SLIPWAY_BUILD_SUBNET", default_value = "10.209.0.0/24")]
-    pub subnet: String,
-    /// Where stacks are kept (default: the data dir).
-    #[arg(long = "stacks-dir", env = "SLIPWAY_STACKS_DIR")]
-    pub stacks_dir: Option<PathBuf>,
     /// Print the result as JSON on stdout (build output goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -65,53 +61,94 @@ pub enum CacheCommand {
     },
 }
 
-pub fn build(data_dir: &Path, a: BuildArgs) -> anyhow::Result<()> {
-    let mut opts = BuildOptions::new(&a.dir, &a.app, data_dir);
+pub fn build(config: &Config, a: BuildArgs) -> anyhow::Result<u8> {
+    // Ctrl-C, SIGTERM and SIGHUP stop the build through the same cleanup as its end.
+    interrupt::block_signals();
+    let mut opts = BuildOptions::new(&a.dir, &a.app);
     for kv in &a.env {
         let (k, v) = kv
             .split_once('=')
             .with_context(|| format!("--env {kv}: use KEY=VALUE"))?;
         opts.env.push((k.to_string(), v.to_string()));
     }
-    if let Some(url) = &a.buildpack {
-        opts.env.retain(|(k, _)| k != "BUILDPACK_URL");
-        opts.env.push(("BUILDPACK_URL".into(), url.clone()));
-    }
+    opts.buildpack = a.buildpack.clone();
+    opts.buildpack_policy.allow_local = a.allow_local_buildpacks || config.allow_local_buildpacks;
     opts.timeout = Duration::from_secs(a.timeout);
     opts.slug_limit = a.slug_limit_mb << 20;
     opts.memory_limit = a.memory_mb << 20;
     opts.source_version = a.source_version.clone();
-    opts.run_dir = a.run_dir.clone();
-    if let Some(s) = &a.stacks_dir {
-        opts.stacks_dir = s.clone();
-    }
-    opts.bridge = a.bridge.clone();
-    opts.subnet = a.subnet.clone();
+    // A bad Procfile fails the build before anything runs.
+    procfile::read_from(&a.dir)?;
+    mounts::enter_private_mount_ns()?;
+    interrupt::start_watcher();
     let json = a.json;
     let mut log = |line: &str| {
-        if json {
-            eprintln!("{line}");
+        let written = if json {
+            writeln!(std::io::stderr(), "{line}")
         } else {
-            println!("{line}");
+            writeln!(std::io::stdout(), "{line}")
+        };
+        // Nobody reads any more (`| head`): stop as SIGPIPE would, cleaning up.
+        if written.is_err() {
+            interrupt::interrupt(libc::SIGPIPE);
         }
     };
-    let result = builder::build(&opts, &mut log).context("build failed")?;
+    let result = match builder::build(config, &opts, &mut log) {
+        Err(BuildError::Interrupted(sig)) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "build stopped (signal {sig}); nothing was kept"
+            );
+            return Ok((128 + sig) as u8);
+        }
+        r => r.context("build failed")?,
+    };
+    let types = process_types::resolve(result.procfile.as_deref(), &result.default_process_types)?;
+    if types.is_empty() {
+        log(" !     No process types: add a Procfile (web: <command>) so the app can run.");
+    } else {
+        log(&format!(
+            "-----> Process types: {}",
+            types
+                .iter()
+                .filter(|p| !process_types::is_phase(&p.name))
+                .map(|p| format!("{} ({})", p.name, p.origin))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        for phase in types.iter().filter(|p| process_types::is_phase(&p.name)) {
+            log(&format!(
+                "-----> {} phase: `{}` (runs once per release, {})",
+                phase.name,
+                phase.command,
+                if phase.name == "release" {
+                    "before it goes live"
+                } else {
+                    "after its containers start, before traffic switches"
+                }
+            ));
+        }
+    }
     if let Some(out) = &a.output {
         std::fs::copy(&result.archive, out)
             .with_context(|| format!("copy the slug to {}", out.display()))?;
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        // The build's result with the process types the platform resolves from it.
+        let mut out = serde_json::to_value(&result)?;
+        out["process_types"] = serde_json::to_value(&types)?;
+        let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!(
+        log(&format!(
             "-----> Built slug {} in {:.1} s",
             result.slug, result.build_seconds
-        );
+        ));
     }
-    Ok(())
+    Ok(0)
 }
 
-pub fn cache(data_dir: &Path, c: CacheCommand) -> anyhow::Result<()> {
+pub fn cache(config: &Config, c: CacheCommand) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.as_path();
     match c {
         CacheCommand::Clear { app } => {
             let cache = BuildCache::new(data_dir, &app)?;

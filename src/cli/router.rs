@@ -1,13 +1,13 @@
 //! `slipway router`: flags and environment resolved into a [`RouterConfig`].
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
-use slipway::router::{parse_duration, RouterConfig, DEFAULT_LISTEN, DEFAULT_RUN_DIR};
+use slipway::config::Config;
+use slipway::router::{parse_duration, RouterConfig, DEFAULT_LISTEN};
 
 #[derive(Debug, Args)]
 pub struct RouterArgs {
@@ -17,9 +17,6 @@ pub struct RouterArgs {
     /// HTTPS listen address (certificates per domain come from the route table).
     #[arg(long, env = "SLIPWAY_ROUTER_TLS_LISTEN")]
     tls_listen: Option<SocketAddr>,
-    /// Directory holding routes.json, written by the daemon.
-    #[arg(long, env = "SLIPWAY_RUN_DIR", default_value = DEFAULT_RUN_DIR)]
-    run_dir: PathBuf,
     /// Apps answer at NAME.BASE_DOMAIN (default: the route table's, else localhost).
     #[arg(long, env = "SLIPWAY_BASE_DOMAIN")]
     base_domain: Option<String>,
@@ -52,8 +49,9 @@ pub struct RouterArgs {
     log_max_bytes: u64,
 }
 
-pub fn run(data_dir: &Path, args: RouterArgs) -> anyhow::Result<()> {
-    let mut config = RouterConfig::new(args.run_dir, data_dir.to_path_buf());
+pub fn run(paths: &Config, args: RouterArgs) -> anyhow::Result<()> {
+    // routes.json lives in the run dir; app logs under the data dir.
+    let mut config = RouterConfig::new(paths.run_dir.clone(), paths.data_dir.clone());
     config.listen = args.listen;
     config.tls_listen = args.tls_listen;
     if let Some(workers) = args.workers {

@@ -1,5 +1,6 @@
 //! `slipway stacks ...`: build, list and prune stacks.
 
+use slipway::config::Config;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -7,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Subcommand;
 
-use slipway::build::stack::{RecipeSet, StackStore};
+use slipway::stacks::{RecipeSet, StackStore};
 
 #[derive(Debug, Subcommand)]
 pub enum StacksCommand {
@@ -53,7 +54,8 @@ fn store(data_dir: &Path, recipes: Option<&Path>) -> anyhow::Result<StackStore> 
     })
 }
 
-pub fn run(data_dir: &Path, command: StacksCommand) -> anyhow::Result<()> {
+pub fn run(config: &Config, command: StacksCommand) -> anyhow::Result<()> {
+    let data_dir = config.stacks_dir.as_path();
     match command {
         StacksCommand::Build {
             names,

@@ -561,9 +561,7 @@ impl Network {
             source,
         };
         std::fs::create_dir_all(self.results_dir()).map_err(cache_err)?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, raw.to_string()).map_err(cache_err)?;
-        std::fs::rename(&tmp, &path).map_err(cache_err)
+        crate::sys::atomic::write(&path, raw.to_string().as_bytes()).map_err(cache_err)
     }
 
     fn load_result(&self, container_id: &str, ifname: &str) -> Result<Option<Value>, NetworkError> {
@@ -719,28 +717,21 @@ impl Network {
                 });
             }
         }
-        let leases = self.ipam_dir().join(&self.name);
-        match std::fs::remove_dir_all(&leases) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                first_error.get_or_insert(NetworkError::Host {
-                    what: "removing IPAM leases".into(),
-                    path: leases,
-                    source,
-                });
-            }
-        }
-        let results = self.results_dir();
-        match std::fs::remove_dir_all(&results) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                first_error.get_or_insert(NetworkError::Host {
-                    what: "removing cached CNI results".into(),
-                    path: results,
-                    source,
-                });
+        let state = [
+            (self.ipam_dir().join(&self.name), "removing IPAM leases"),
+            (self.results_dir(), "removing cached CNI results"),
+        ];
+        for (dir, what) in state {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    first_error.get_or_insert(NetworkError::Host {
+                        what: what.into(),
+                        path: dir,
+                        source,
+                    });
+                }
             }
         }
         match first_error {

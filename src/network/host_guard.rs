@@ -71,70 +71,62 @@ fn forward_chain(bridge: &str) -> String {
     format!("SLIPWAY-FWD-{bridge}")
 }
 
+/// Where iptables lives, whatever the caller's PATH (sbin is often missing from it).
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin";
+
 /// Runs `iptables -w ARGS` and returns stdout.
 fn iptables(args: &[&str]) -> Result<String, GuardError> {
-    let output = Command::new("iptables")
-        .arg("-w")
-        .args(args)
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin",
-        )
-        .output()
-        .map_err(|source| GuardError::Spawn {
-            tool: "iptables",
-            source,
-        })?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(GuardError::Failed {
-            tool: "iptables",
-            args: args.join(" "),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        })
-    }
+    let mut all = vec!["-w"];
+    all.extend_from_slice(args);
+    run("iptables", &all, None, args.join(" "))
 }
 
 /// Feeds `iptables-restore --noflush`: the chains declared in `script` are replaced as one
 /// transaction, so there is never a moment where a chain is half-written.
 fn iptables_restore(script: &str) -> Result<(), GuardError> {
+    let shown = script.replace('\n', "; ");
+    run(
+        "iptables-restore",
+        &["-w", "--noflush"],
+        Some(script),
+        shown,
+    )
+    .map(drop)
+}
+
+/// Runs `tool ARGS` with `input` on its stdin (or none) and returns its stdout; a failure
+/// quotes its stderr, with the arguments as `shown`.
+fn run(
+    tool: &'static str,
+    args: &[&str],
+    input: Option<&str>,
+    shown: String,
+) -> Result<String, GuardError> {
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = Command::new("iptables-restore")
-        .args(["-w", "--noflush"])
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin",
-        )
-        .stdin(Stdio::piped())
+    let spawn_err = |source| GuardError::Spawn { tool, source };
+    let mut child = Command::new(tool)
+        .args(args)
+        .env("PATH", SYSTEM_PATH)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| GuardError::Spawn {
-            tool: "iptables-restore",
-            source,
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|source| GuardError::Spawn {
-                tool: "iptables-restore",
-                source,
-            })?;
+        .map_err(spawn_err)?;
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        stdin.write_all(input.as_bytes()).map_err(spawn_err)?;
     }
-    let output = child
-        .wait_with_output()
-        .map_err(|source| GuardError::Spawn {
-            tool: "iptables-restore",
-            source,
-        })?;
+    let output = child.wait_with_output().map_err(spawn_err)?;
     if output.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(GuardError::Failed {
-            tool: "iptables-restore",
-            args: script.replace('\n', "; "),
+            tool,
+            args: shown,
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         })
     }

@@ -20,7 +20,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::statfs::{statfs, NSFS_MAGIC};
@@ -56,10 +55,6 @@ pub enum NetnsError {
     ThreadPanicked { path: PathBuf },
 }
 
-fn errno_io(err: nix::Error) -> io::Error {
-    io::Error::from_raw_os_error(err as i32)
-}
-
 /// The directory `<run_dir>/netns` holding named network namespaces.
 #[derive(Debug, Clone)]
 pub struct NetnsDir {
@@ -77,7 +72,8 @@ impl NetnsDir {
         std::fs::create_dir_all(&dir).map_err(prepare_err)?;
         // A lock serialises the "is it a mount point yet?" check with the bind mount, so two
         // processes preparing the same run dir do not stack two mounts.
-        let _lock = lock_file(&run_dir.join("netns.lock")).map_err(prepare_err)?;
+        let _lock =
+            crate::sys::lock::exclusive(&run_dir.join("netns.lock")).map_err(prepare_err)?;
         let canonical = dir.canonicalize().map_err(prepare_err)?;
         if !is_mount_point(&canonical).map_err(prepare_err)? {
             mount(
@@ -87,7 +83,7 @@ impl NetnsDir {
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None::<&str>,
             )
-            .map_err(|e| prepare_err(errno_io(e)))?;
+            .map_err(|e| prepare_err(io::Error::from(e)))?;
         }
         // Private even if it was already a mount point: a shared parent mount would otherwise
         // propagate every namespace mount into its peers.
@@ -98,7 +94,7 @@ impl NetnsDir {
             MsFlags::MS_PRIVATE | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map_err(|e| prepare_err(errno_io(e)))?;
+        .map_err(|e| prepare_err(io::Error::from(e)))?;
         Ok(Self { dir: canonical })
     }
 
@@ -141,7 +137,7 @@ impl NetnsDir {
             .spawn(move || -> Result<(), (&'static str, io::Error)> {
                 // Only this thread moves into the new namespace; it exits right after, so the
                 // change cannot leak into any other thread of the process.
-                unshare(CloneFlags::CLONE_NEWNET).map_err(|e| ("unshare", errno_io(e)))?;
+                unshare(CloneFlags::CLONE_NEWNET).map_err(|e| ("unshare", io::Error::from(e)))?;
                 mount(
                     Some("/proc/thread-self/ns/net"),
                     &target,
@@ -149,7 +145,7 @@ impl NetnsDir {
                     MsFlags::MS_BIND,
                     None::<&str>,
                 )
-                .map_err(|e| ("bind-mounting the namespace", errno_io(e)))
+                .map_err(|e| ("bind-mounting the namespace", io::Error::from(e)))
             })
             .map_err(|source| NetnsError::Create {
                 path: path.clone(),
@@ -203,7 +199,8 @@ impl NetnsDir {
             )));
         }
         while is_mount_point(&self.dir).map_err(release_err)? {
-            umount2(&self.dir, MntFlags::MNT_DETACH).map_err(|e| release_err(errno_io(e)))?;
+            umount2(&self.dir, MntFlags::MNT_DETACH)
+                .map_err(|e| release_err(io::Error::from(e)))?;
         }
         match std::fs::remove_dir(&self.dir) {
             Ok(()) => Ok(()),
@@ -285,7 +282,7 @@ where
             .spawn_scoped(scope, move || -> Result<T, NetnsError> {
                 setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Enter {
                     path: path.to_path_buf(),
-                    source: errno_io(e),
+                    source: io::Error::from(e),
                 })?;
                 Ok(work())
             })
@@ -314,7 +311,7 @@ fn delete_path(path: &Path) -> Result<(), NetnsError> {
     // Loop: a namespace mounted twice on the same file must lose both mounts.
     while is_netns(path) {
         umount2(path, MntFlags::MNT_DETACH)
-            .map_err(|e| delete_err("unmounting (MNT_DETACH)", errno_io(e)))?;
+            .map_err(|e| delete_err("unmounting (MNT_DETACH)", io::Error::from(e)))?;
     }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -345,15 +342,6 @@ fn validate_name(name: &str) -> Result<(), NetnsError> {
         }),
         None => Ok(()),
     }
-}
-
-fn lock_file(path: &Path) -> io::Result<Flock<File>> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| errno_io(e))
 }
 
 /// True when `path` (canonical) is the mount point of some mount in our mount namespace.

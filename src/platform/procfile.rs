@@ -6,12 +6,10 @@
 //! parse is an error naming the line, because a silently dropped line is a
 //! process that never starts.
 
-/// Longest process type name accepted (a DNS label, so that the type can be
-/// part of a container host name such as `myapp-web-1`).
-pub const MAX_TYPE_LEN: usize = 63;
+use std::path::Path;
 
-/// What a process type name may contain, for error messages.
-pub const TYPE_RULE: &str = "letters, digits, '_' and '-', 1 to 63 characters";
+use crate::build::process_type::{is_valid_type, TYPE_RULE};
+use crate::build::untrusted::{read_text_beneath, UntrustedFileError};
 
 /// Longest Procfile line quoted back in an error message.
 const QUOTE_LIMIT: usize = 80;
@@ -21,6 +19,30 @@ const QUOTE_LIMIT: usize = 80;
 pub struct Procfile {
     /// `(type, command)` in file order; types are unique.
     pub entries: Vec<(String, String)>,
+}
+
+/// Largest Procfile read, in bytes.
+const MAX_PROCFILE_BYTES: u64 = 1 << 20;
+
+/// Reading an app's Procfile from its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(
+        "Procfile: {0}: make it a regular UTF-8 text file of at most 1 MiB in the app's source"
+    )]
+    File(UntrustedFileError),
+    #[error(transparent)]
+    Parse(#[from] ProcfileError),
+}
+
+/// The app's Procfile, if it has one: a regular file at the root of `source` (a link there is
+/// not followed, so that the host's files stay out of reach).
+pub fn read_from(source: &Path) -> Result<Option<Procfile>, ReadError> {
+    read_text_beneath(source, "Procfile", MAX_PROCFILE_BYTES)
+        .map_err(ReadError::File)?
+        .map(|text| Procfile::parse(&text))
+        .transpose()
+        .map_err(ReadError::from)
 }
 
 /// Why a Procfile was refused. Every message starts with `Procfile line N:`.
@@ -55,15 +77,6 @@ impl ProcfileError {
             | ProcfileError::DuplicateType { line, .. } => *line,
         }
     }
-}
-
-/// True when `kind` is a valid process type name ([`TYPE_RULE`]).
-pub fn is_valid_type(kind: &str) -> bool {
-    !kind.is_empty()
-        && kind.len() <= MAX_TYPE_LEN
-        && kind
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A line as quoted in an error: at most [`QUOTE_LIMIT`] characters.

@@ -88,10 +88,7 @@ use std::time::Duration;
 pub use server::Router;
 
 /// Default address of the HTTP listener.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:80";
-
-/// Default run directory, where the daemon writes `routes.json`.
-pub const DEFAULT_RUN_DIR: &str = "/run/slipway";
+pub const DEFAULT_LISTEN: &str = crate::config::DEFAULT_ROUTER_LISTEN;
 
 /// Everything the router needs, resolved by the caller (flags and environment are the CLI's).
 #[derive(Debug, Clone)]

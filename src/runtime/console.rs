@@ -5,7 +5,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+use nix::fcntl::OFlag;
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::stat::Mode;
 
 use super::error::{Result, RuntimeError};
 
@@ -22,45 +24,18 @@ pub fn connect(path: &Path) -> Result<OwnedFd> {
 
 /// Open a new pty in the container; returns (master, slave, slave path).
 pub fn open_pty() -> Result<(OwnedFd, OwnedFd, String)> {
-    // SAFETY: plain libc calls on descriptors we own.
-    unsafe {
-        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        if master < 0 {
-            return Err(RuntimeError::Init(format!(
-                "open /dev/ptmx: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        let master = OwnedFd::from_raw_fd(master);
-        if libc::grantpt(master.as_raw_fd()) != 0 || libc::unlockpt(master.as_raw_fd()) != 0 {
-            return Err(RuntimeError::Init(format!(
-                "unlock pty: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        let mut buf = [0 as libc::c_char; 128];
-        if libc::ptsname_r(master.as_raw_fd(), buf.as_mut_ptr(), buf.len()) != 0 {
-            return Err(RuntimeError::Init(format!(
-                "ptsname: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        let name = std::ffi::CStr::from_ptr(buf.as_ptr())
-            .to_string_lossy()
-            .into_owned();
-        let cname = std::ffi::CString::new(name.clone()).expect("no NUL in pts name");
-        let slave = libc::open(
-            cname.as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        );
-        if slave < 0 {
-            return Err(RuntimeError::Init(format!(
-                "open {name}: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        Ok((master, OwnedFd::from_raw_fd(slave), name))
-    }
+    let fail = |what: String| {
+        move |e: nix::Error| RuntimeError::Init(format!("{what}: {}", std::io::Error::from(e)))
+    };
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master = nix::pty::posix_openpt(flags).map_err(fail("open /dev/ptmx".into()))?;
+    nix::pty::grantpt(&master)
+        .and_then(|()| nix::pty::unlockpt(&master))
+        .map_err(fail("unlock pty".into()))?;
+    let name = nix::pty::ptsname_r(&master).map_err(fail("ptsname".into()))?;
+    let slave = nix::fcntl::open(name.as_str(), flags, Mode::empty())
+        .map_err(fail(format!("open {name}")))?;
+    Ok((master.into(), slave, name))
 }
 
 /// Send a descriptor over a connected unix socket.
@@ -145,31 +120,27 @@ pub fn hand_over(
 
 /// Make `slave` the controlling terminal and the stdio of the calling process.
 pub fn become_terminal(slave: &OwnedFd, rows: u32, cols: u32) -> Result<()> {
-    // SAFETY: plain libc calls on a descriptor we own.
-    unsafe {
-        if rows > 0 || cols > 0 {
-            let ws = libc::winsize {
-                ws_row: rows as u16,
-                ws_col: cols as u16,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            };
-            libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-        }
-        for target in 0..3 {
-            if libc::dup2(slave.as_raw_fd(), target) < 0 {
-                return Err(RuntimeError::Init(format!(
-                    "dup pty: {}",
-                    std::io::Error::last_os_error()
-                )));
-            }
-        }
-        if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
-            return Err(RuntimeError::Init(format!(
-                "set controlling terminal: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
+    if rows > 0 || cols > 0 {
+        let ws = libc::winsize {
+            ws_row: rows as u16,
+            ws_col: cols as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads the winsize it is given; `slave` is ours. (nix has no
+        // wrapper for the terminal ioctls used here.)
+        unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
+    nix::unistd::dup2_stdin(slave)
+        .and_then(|()| nix::unistd::dup2_stdout(slave))
+        .and_then(|()| nix::unistd::dup2_stderr(slave))
+        .map_err(|e| RuntimeError::Init(format!("dup pty: {}", std::io::Error::from(e))))?;
+    // SAFETY: TIOCSCTTY on our stdin, which is now the slave, with no pointer argument.
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+        return Err(RuntimeError::Init(format!(
+            "set controlling terminal: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     Ok(())
 }

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use super::cgroups::CgroupError;
 use super::seccomp::SeccompError;
+use crate::sys::io::PathError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -22,12 +23,8 @@ pub enum RuntimeError {
     Config { path: PathBuf, msg: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("{0}: {1}")]
     Sys(String, nix::Error),
     #[error(transparent)]
@@ -44,15 +41,6 @@ pub enum RuntimeError {
 }
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;
-
-/// Attach the failing operation and path to an I/O error.
-pub fn io_err(
-    op: &'static str,
-    path: impl Into<PathBuf>,
-) -> impl FnOnce(std::io::Error) -> RuntimeError {
-    let path = path.into();
-    move |source| RuntimeError::Io { op, path, source }
-}
 
 /// Attach a description to a failing system call.
 pub fn sys_err(what: impl Into<String>) -> impl FnOnce(nix::Error) -> RuntimeError {

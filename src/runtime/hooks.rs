@@ -1,12 +1,12 @@
 //! OCI hooks: programs run at fixed points of the lifecycle with the state JSON on stdin.
-use std::io::Write;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use oci_spec::runtime::Hook;
 
 use super::error::{Result, RuntimeError};
+use crate::sys::child::{self, Supervised};
 
 /// Run hooks in order; the first failure stops the sequence.
 pub fn run(hooks: &[Hook], state_json: &str, stage: &str) -> Result<()> {
@@ -31,31 +31,23 @@ fn run_one(h: &Hook, state_json: &str) -> std::result::Result<(), String> {
             cmd.env(k, v);
         }
     }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook may not read its stdin: a broken pipe is not an error.
-        let _ = stdin.write_all(state_json.as_bytes());
+    let timeout = h.timeout().filter(|t| *t > 0);
+    // At the deadline the hook's whole process group goes, not only the hook itself.
+    let f = child::run(
+        &mut cmd,
+        Supervised {
+            stdin: Some(state_json.as_bytes()),
+            timeout: timeout.map(|t| Duration::from_secs(t as u64)),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| format!("cannot start: {e}"))?;
+    if f.timed_out {
+        return Err(format!("timed out after {}s", timeout.unwrap_or(0)));
     }
-    let deadline = h
-        .timeout()
-        .filter(|t| *t > 0)
-        .map(|t| Instant::now() + Duration::from_secs(t as u64));
-    loop {
-        match child.try_wait().map_err(|e| e.to_string())? {
-            Some(status) if status.success() => return Ok(()),
-            Some(status) => return Err(format!("failed: {status}")),
-            None => {}
-        }
-        if let Some(d) = deadline {
-            if Instant::now() >= d {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("timed out after {}s", h.timeout().unwrap_or(0)));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(2));
+    match f.status {
+        Some(status) if status.success() => Ok(()),
+        Some(status) => Err(format!("failed: {status}")),
+        None => Err("could not be waited for".into()),
     }
 }

@@ -11,9 +11,11 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::error::{Result, RuntimeError};
 use super::process::{self, ExecPlan};
-use super::rootfs::{self, MountContext};
+use super::rootfs;
+use super::state::Status;
 use super::sync::{Channel, Msg};
-use super::{console, hooks, inroot, loopback, mountopts, spec};
+use super::syscall::{Linux, Syscall};
+use super::{console, hooks, loopback, mountopts, spec};
 
 pub struct InitContext<'a> {
     pub id: &'a str,
@@ -25,7 +27,7 @@ pub struct InitContext<'a> {
     pub listener: &'a UnixListener,
     pub console_socket: Option<&'a OwnedFd>,
     pub no_pivot: bool,
-    pub state_template: &'a dyn Fn(i32, &str) -> String,
+    pub state_template: &'a dyn Fn(i32, Status) -> String,
 }
 
 pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
@@ -53,39 +55,21 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
         .as_deref()
         .and_then(mountopts::propagation);
     // The rootfs (bound onto itself), the root of every container path from here on.
+    let sys = &Linux;
+    let devices = linux.devices().clone().unwrap_or_default();
+    // The rootfs (bound onto itself), the root of every container path from here on.
     let root = if own_mount_ns {
-        rootfs::isolate_propagation(requested_propagation)?;
-        rootfs::bind_rootfs(ctx.rootfs)?;
-        let root = rootfs::open_root(ctx.rootfs)?;
-        let mctx = MountContext {
-            root: root.as_fd(),
+        let layout = rootfs::Layout {
+            rootfs: ctx.rootfs,
             bundle: ctx.bundle,
+            mounts: spec::mounts(ctx.spec),
+            devices: &devices,
+            propagation: requested_propagation,
             cgroup: ctx.cgroup,
             cgroup_ns: has(LinuxNamespaceType::Cgroup),
             user_ns,
         };
-        let mut dev_is_fresh = false;
-        let mut has_devpts = false;
-        for m in spec::mounts(ctx.spec) {
-            rootfs::mount_entry(m, &mctx)?;
-            let typ = m.typ().as_deref().unwrap_or("");
-            if inroot::clean(m.destination()) == Path::new("/dev") && typ != "bind" {
-                dev_is_fresh = !m
-                    .options()
-                    .iter()
-                    .flatten()
-                    .any(|o| o == "bind" || o == "rbind");
-            }
-            if typ == "devpts" {
-                has_devpts = true;
-            }
-        }
-        let devices = linux.devices().clone().unwrap_or_default();
-        rootfs::create_devices(root.as_fd(), dev_is_fresh, &devices, user_ns)?;
-        if dev_is_fresh {
-            rootfs::dev_symlinks(root.as_fd(), has_devpts)?;
-        }
-        Some(root)
+        Some(rootfs::prepare(sys, &layout)?)
     } else {
         None
     };
@@ -94,7 +78,7 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
     // still the host's procfs, which the image cannot have tampered with.
     for (key, value) in linux.sysctl().clone().unwrap_or_default() {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        std::fs::write(&path, &value).map_err(|e| {
+        sys.write_proc(Path::new(&path), &value).map_err(|e| {
             RuntimeError::Init(format!(
                 "sysctl {key}={value}: {e} (only namespaced sysctls can be set)"
             ))
@@ -109,18 +93,12 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
     }
     if has(LinuxNamespaceType::Uts) {
         if let Some(h) = ctx.spec.hostname().as_deref().filter(|h| !h.is_empty()) {
-            nix::unistd::sethostname(h)
+            sys.sethostname(h)
                 .map_err(|e| RuntimeError::Init(format!("sethostname {h}: {e}")))?;
         }
         if let Some(d) = ctx.spec.domainname().as_deref().filter(|d| !d.is_empty()) {
-            // SAFETY: a pointer and length of a live string.
-            let r = unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) };
-            if r != 0 {
-                return Err(RuntimeError::Init(format!(
-                    "setdomainname {d}: {}",
-                    std::io::Error::last_os_error()
-                )));
-            }
+            sys.setdomainname(d)
+                .map_err(|e| RuntimeError::Init(format!("setdomainname {d}: {e}")))?;
         }
     } else if ctx
         .spec
@@ -132,7 +110,7 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
             "hostname is set but the container has no uts namespace".into(),
         ));
     }
-    ctx.exec.apply_rlimits()?;
+    ctx.exec.apply_rlimits(sys)?;
 
     #[allow(deprecated)]
     let hooks = ctx.spec.hooks().clone().unwrap_or_default();
@@ -153,7 +131,7 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
     if let Some(h) = hooks.create_container() {
         hooks::run(
             h,
-            &(ctx.state_template)(host_pid, "created"),
+            &(ctx.state_template)(host_pid, Status::Created),
             "createContainer",
         )?;
     }
@@ -168,26 +146,20 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
         console::hand_over(sock.as_raw_fd(), master, &slave, process.console_size())
     };
     if let Some(root) = &root {
-        // Masks and read-only paths after every mount (hooks' included), resolved in the
-        // root while the host's /proc still names our descriptors.
-        let null = rootfs::host_null()?;
-        for p in linux.masked_paths().clone().unwrap_or_default() {
-            rootfs::mask_path(root.as_fd(), Path::new(&p), &null)?;
-        }
-        for p in linux.readonly_paths().clone().unwrap_or_default() {
-            rootfs::readonly_path(root.as_fd(), Path::new(&p))?;
-        }
+        let masked = linux.masked_paths().clone().unwrap_or_default();
+        let readonly = linux.readonly_paths().clone().unwrap_or_default();
+        rootfs::protect(sys, root.as_fd(), &masked, &readonly)?;
         if terminal {
-            let (master, slave) = rootfs::console(root.as_fd())?;
+            let (master, slave) = rootfs::console(sys, root.as_fd())?;
             hand_over(master, slave)?;
         }
     }
     drop(root);
 
     if own_mount_ns && !ctx.no_pivot {
-        rootfs::pivot(ctx.rootfs)?;
+        rootfs::pivot(sys, ctx.rootfs)?;
     } else {
-        rootfs::chroot(ctx.rootfs)?;
+        rootfs::chroot(sys, ctx.rootfs)?;
     }
     if own_mount_ns {
         if ctx
@@ -197,10 +169,10 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
             .and_then(|r| r.readonly())
             .unwrap_or(false)
         {
-            rootfs::remount_readonly(Path::new("/"), MsFlags::empty())?;
+            rootfs::remount_readonly(sys, Path::new("/"), MsFlags::empty())?;
         }
         if let Some(p) = requested_propagation {
-            rootfs::set_root_propagation(p)?;
+            rootfs::set_root_propagation(sys, p)?;
         }
     } else if terminal {
         // No mount namespace of its own: no /dev/console to set up, only the pty.
@@ -227,11 +199,17 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> Result<Infallible> {
         if let Some(h) = hooks.start_container() {
             hooks::run(
                 h,
-                &(ctx.state_template)(host_pid, "running"),
+                &(ctx.state_template)(host_pid, Status::Running),
                 "startContainer",
             )?;
         }
-        process::finalize(ctx.exec)
+        // Under the init, the exec happens in its child: the outcome comes back here.
+        let mut started = |r: std::result::Result<(), String>| {
+            if let Err(msg) = r {
+                let _ = (&conn).write_all(msg.as_bytes());
+            }
+        };
+        process::finalize(sys, ctx.exec, &mut started)
     })();
     let e = r.expect_err("finalize only returns on error");
     let _ = conn.write_all(e.to_string().as_bytes());

@@ -12,9 +12,11 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::OFlag;
-use nix::sched::{setns, unshare, CloneFlags};
-use nix::unistd::{Gid, Uid};
+use nix::fcntl::{FcntlArg, OFlag};
+use nix::sched::CloneFlags;
+use nix::sys::resource::Resource;
+use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::unistd::{ForkResult, Gid, Uid};
 use oci_spec::runtime::{PosixRlimitType, Process};
 
 use super::capabilities::{self, CapSets};
@@ -22,19 +24,34 @@ use super::error::{Result, RuntimeError};
 use super::inroot;
 use super::seccomp;
 use super::sync::{Channel, Msg};
+use super::syscall::{Linux, Syscall};
 
-/// Fork. The runtime is single-threaded whenever it forks (the CLI never starts threads
-/// before its last fork), so the child may allocate freely.
-pub fn fork() -> Result<i32> {
-    // SAFETY: see above; the child never returns into code that assumes other threads.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(RuntimeError::Init(format!(
-            "fork: {}",
-            std::io::Error::last_os_error()
+/// Containers are forked only from a single-threaded process: the child of a multi-threaded
+/// one inherits locks (the allocator's, stdio's) that other threads held at the fork and may
+/// deadlock on its first allocation. The runtime CLI never starts a thread before its last
+/// fork; a multi-threaded caller (the daemon) runs the `slipway-runtime` binary instead.
+pub fn ensure_single_threaded() -> Result<()> {
+    let threads = crate::sys::procfs::stat(std::process::id() as i32).map_or(1, |s| s.num_threads);
+    if threads > 1 {
+        return Err(RuntimeError::Invalid(format!(
+            "the runtime forks containers only from a single-threaded process, and this one has {threads} threads: run containers through the slipway-runtime binary (as slipway's builder and monitors do)"
         )));
     }
-    Ok(pid)
+    Ok(())
+}
+
+/// Fork. The runtime is single-threaded whenever it forks (checked by the callers through
+/// `ensure_single_threaded`), so the child may allocate freely.
+pub fn fork() -> Result<i32> {
+    // SAFETY: see above; the child never returns into code that assumes other threads.
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { child }) => Ok(child.as_raw()),
+        Ok(ForkResult::Child) => Ok(0),
+        Err(e) => Err(RuntimeError::Init(format!(
+            "fork: {}",
+            std::io::Error::from(e)
+        ))),
+    }
 }
 
 /// Fork straight into a cgroup (clone3 with CLONE_INTO_CGROUP, cgroup v2 only): the child
@@ -86,6 +103,28 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Reap every child that has ended, without waiting; the exit code of `child` once it is among
+/// them: its own, or 128+N after a death by signal N, as shells report it.
+pub fn reap_children(child: i32) -> Option<i32> {
+    let mut code = None;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid only writes the status into a local. Raw rather than nix's waitpid,
+        // which reaps a child killed by a real-time signal and then fails, losing its status.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return code;
+        }
+        if pid == child {
+            if libc::WIFEXITED(status) {
+                code = Some(libc::WEXITSTATUS(status));
+            } else if libc::WIFSIGNALED(status) {
+                code = Some(128 + libc::WTERMSIG(status));
+            }
+        }
+    }
+}
+
 /// Namespaces stage 1 must enter.
 pub struct NamespacePlan {
     /// Existing namespaces to join, user first and mount last.
@@ -113,7 +152,7 @@ pub fn stage1(
         }
         enter_cgroup()?;
         for (flag, fd) in &ns.join {
-            setns(fd, *flag).map_err(|e| {
+            Linux.setns(fd.as_fd(), *flag).map_err(|e| {
                 RuntimeError::Init(format!("join {} namespace: {e}", ns_name(*flag)))
             })?;
             if *flag == CloneFlags::CLONE_NEWUSER {
@@ -121,7 +160,8 @@ pub fn stage1(
             }
         }
         if ns.new_user {
-            unshare(CloneFlags::CLONE_NEWUSER)
+            Linux
+                .unshare(CloneFlags::CLONE_NEWUSER)
                 .map_err(|e| RuntimeError::Init(format!("create user namespace: {e}")))?;
             chan.send(&Msg::MapIds(std::process::id() as i32))
                 .map_err(chan_err)?;
@@ -141,7 +181,8 @@ pub fn stage1(
             flags |= CloneFlags::CLONE_NEWCGROUP;
         }
         if !flags.is_empty() {
-            unshare(flags)
+            Linux
+                .unshare(flags)
                 .map_err(|e| RuntimeError::Init(format!("create namespaces {flags:?}: {e}")))?;
         }
         // Stage 2 waits on this pipe until its pid is reported, so the runtime always knows
@@ -246,8 +287,11 @@ pub struct ExecPlan {
     pub no_new_privs: bool,
     pub seccomp: Option<seccomp::Program>,
     pub preserve_fds: i32,
-    pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64, &'static str)>,
+    pub rlimits: Vec<(Resource, u64, u64)>,
     pub oom_score_adj: Option<i32>,
+    pub terminal: bool,
+    /// Run the program under slipway's minimal init (`pid1`) instead of as PID 1 itself.
+    pub init: bool,
 }
 
 fn cstr(s: impl AsRef<[u8]>, what: &str) -> Result<CString> {
@@ -255,25 +299,25 @@ fn cstr(s: impl AsRef<[u8]>, what: &str) -> Result<CString> {
         .map_err(|_| RuntimeError::Invalid(format!("{what} contains a NUL byte")))
 }
 
-fn rlimit_resource(t: PosixRlimitType) -> (libc::__rlimit_resource_t, &'static str) {
+fn rlimit_resource(t: PosixRlimitType) -> Resource {
     use PosixRlimitType::*;
     match t {
-        RlimitCpu => (libc::RLIMIT_CPU, "RLIMIT_CPU"),
-        RlimitFsize => (libc::RLIMIT_FSIZE, "RLIMIT_FSIZE"),
-        RlimitData => (libc::RLIMIT_DATA, "RLIMIT_DATA"),
-        RlimitStack => (libc::RLIMIT_STACK, "RLIMIT_STACK"),
-        RlimitCore => (libc::RLIMIT_CORE, "RLIMIT_CORE"),
-        RlimitRss => (libc::RLIMIT_RSS, "RLIMIT_RSS"),
-        RlimitNproc => (libc::RLIMIT_NPROC, "RLIMIT_NPROC"),
-        RlimitNofile => (libc::RLIMIT_NOFILE, "RLIMIT_NOFILE"),
-        RlimitMemlock => (libc::RLIMIT_MEMLOCK, "RLIMIT_MEMLOCK"),
-        RlimitAs => (libc::RLIMIT_AS, "RLIMIT_AS"),
-        RlimitLocks => (libc::RLIMIT_LOCKS, "RLIMIT_LOCKS"),
-        RlimitSigpending => (libc::RLIMIT_SIGPENDING, "RLIMIT_SIGPENDING"),
-        RlimitMsgqueue => (libc::RLIMIT_MSGQUEUE, "RLIMIT_MSGQUEUE"),
-        RlimitNice => (libc::RLIMIT_NICE, "RLIMIT_NICE"),
-        RlimitRtprio => (libc::RLIMIT_RTPRIO, "RLIMIT_RTPRIO"),
-        RlimitRttime => (libc::RLIMIT_RTTIME, "RLIMIT_RTTIME"),
+        RlimitCpu => Resource::RLIMIT_CPU,
+        RlimitFsize => Resource::RLIMIT_FSIZE,
+        RlimitData => Resource::RLIMIT_DATA,
+        RlimitStack => Resource::RLIMIT_STACK,
+        RlimitCore => Resource::RLIMIT_CORE,
+        RlimitRss => Resource::RLIMIT_RSS,
+        RlimitNproc => Resource::RLIMIT_NPROC,
+        RlimitNofile => Resource::RLIMIT_NOFILE,
+        RlimitMemlock => Resource::RLIMIT_MEMLOCK,
+        RlimitAs => Resource::RLIMIT_AS,
+        RlimitLocks => Resource::RLIMIT_LOCKS,
+        RlimitSigpending => Resource::RLIMIT_SIGPENDING,
+        RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
+        RlimitNice => Resource::RLIMIT_NICE,
+        RlimitRtprio => Resource::RLIMIT_RTPRIO,
+        RlimitRttime => Resource::RLIMIT_RTTIME,
     }
 }
 
@@ -298,10 +342,7 @@ impl ExecPlan {
             .rlimits()
             .iter()
             .flatten()
-            .map(|r| {
-                let (res, name) = rlimit_resource(r.typ());
-                (res, r.soft(), r.hard(), name)
-            })
+            .map(|r| (rlimit_resource(r.typ()), r.soft(), r.hard()))
             .collect();
         Ok(ExecPlan {
             path: cstr(&args[0], "process.args[0]")?,
@@ -319,31 +360,26 @@ impl ExecPlan {
             preserve_fds,
             rlimits,
             oom_score_adj: p.oom_score_adj(),
+            terminal: p.terminal().unwrap_or(false),
+            init: false,
         })
     }
 
-    /// Resource limits; must run while the process still has its privileges.
-    pub fn apply_rlimits(&self) -> Result<()> {
-        for (res, soft, hard, name) in &self.rlimits {
-            let lim = libc::rlimit {
-                rlim_cur: *soft,
-                rlim_max: *hard,
-            };
-            // SAFETY: valid pointer to a local struct.
-            if unsafe { libc::setrlimit(*res, &lim) } != 0 {
-                let e = std::io::Error::last_os_error();
-                let hint = if e.raw_os_error() == Some(libc::EPERM) {
+    /// Resource limits and the OOM score; must run while the process still has its
+    /// privileges, and where /proc/self is the host's view of this process.
+    pub fn apply_rlimits(&self, sys: &dyn Syscall) -> Result<()> {
+        for (res, soft, hard) in &self.rlimits {
+            sys.setrlimit(*res, *soft, *hard).map_err(|e| {
+                let hint = if e == nix::Error::EPERM {
                     " (raising a hard limit needs CAP_SYS_RESOURCE, which this host does not grant: lower the hard limit)"
                 } else {
                     ""
                 };
-                return Err(RuntimeError::Init(format!(
-                    "set {name} to soft {soft} hard {hard}: {e}{hint}"
-                )));
-            }
+                RuntimeError::Init(format!("set {res:?} to soft {soft} hard {hard}: {e}{hint}"))
+            })?;
         }
         if let Some(adj) = self.oom_score_adj {
-            std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            sys.write_proc(Path::new("/proc/self/oom_score_adj"), &adj.to_string())
                 .map_err(|e| RuntimeError::Init(format!("set oom_score_adj {adj}: {e}")))?;
         }
         Ok(())
@@ -422,8 +458,13 @@ fn enter_cwd(cwd: &Path) -> Result<()> {
 }
 
 /// The last steps before the user's program: identity, capabilities, no_new_privs, seccomp,
-/// descriptors, exec. Only returns on failure.
-pub fn finalize(plan: &ExecPlan) -> Result<Infallible> {
+/// descriptors, exec (under the minimal init when the plan asks for it; `started` then hears
+/// whether the program's exec worked). Only returns on failure.
+pub fn finalize(
+    sys: &dyn Syscall,
+    plan: &ExecPlan,
+    started: &mut dyn FnMut(std::result::Result<(), String>),
+) -> Result<Infallible> {
     let init_err = |what: &str, e: nix::Error| RuntimeError::Init(format!("{what}: {e}"));
     if let Some(mask) = plan.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
@@ -434,13 +475,15 @@ pub fn finalize(plan: &ExecPlan) -> Result<Infallible> {
     envp.extend(home_env(plan));
 
     // Keep the permitted set across the uid change; it is trimmed to the spec's sets below.
-    nix::sys::prctl::set_keepcaps(true).map_err(|e| init_err("PR_SET_KEEPCAPS", e))?;
+    sys.set_keepcaps(true)
+        .map_err(|e| init_err("PR_SET_KEEPCAPS", e))?;
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
     // The filter then also covers the remaining setup syscalls, which every sane profile allows.
     if let Some(prog) = plan.seccomp.as_ref().filter(|_| !plan.no_new_privs) {
-        seccomp::install(prog)?;
+        sys.seccomp(prog)?;
     }
-    capabilities::apply_bounding(&plan.caps)?;
+    // Before the uid changes: a process that is no longer root cannot shrink it.
+    sys.drop_bounding(&plan.caps)?;
     if !plan.additional_gids.is_empty() || Uid::current().is_root() {
         let groups: Vec<Gid> = plan
             .additional_gids
@@ -448,60 +491,46 @@ pub fn finalize(plan: &ExecPlan) -> Result<Infallible> {
             .map(|g| Gid::from_raw(*g))
             .collect();
         // In a user namespace whose setgroups is denied this fails; only an error if asked for.
-        if let Err(e) = nix::unistd::setgroups(&groups) {
+        if let Err(e) = sys.setgroups(&groups) {
             if !plan.additional_gids.is_empty() {
                 return Err(init_err("setgroups (additionalGids)", e));
             }
         }
     }
-    let gid = Gid::from_raw(plan.gid);
-    nix::unistd::setresgid(gid, gid, gid)
+    sys.setresgid(Gid::from_raw(plan.gid))
         .map_err(|e| init_err(&format!("setgid {}", plan.gid), e))?;
-    let uid = Uid::from_raw(plan.uid);
-    nix::unistd::setresuid(uid, uid, uid)
+    sys.setresuid(Uid::from_raw(plan.uid))
         .map_err(|e| init_err(&format!("setuid {}", plan.uid), e))?;
-    capabilities::apply_sets(&plan.caps)?;
-    nix::sys::prctl::set_keepcaps(false).map_err(|e| init_err("PR_SET_KEEPCAPS", e))?;
+    sys.capset(&plan.caps)?;
+    sys.set_keepcaps(false)
+        .map_err(|e| init_err("PR_SET_KEEPCAPS", e))?;
     if plan.no_new_privs {
-        nix::sys::prctl::set_no_new_privs().map_err(|e| init_err("PR_SET_NO_NEW_PRIVS", e))?;
+        sys.set_no_new_privs()
+            .map_err(|e| init_err("PR_SET_NO_NEW_PRIVS", e))?;
     }
-    reset_signals();
-    close_fds_from(3 + plan.preserve_fds);
+    sys.reset_signals();
+    sys.close_fds_from(3 + plan.preserve_fds);
     // Last, so the filter constrains the program and not our setup.
     if let Some(prog) = plan.seccomp.as_ref().filter(|_| plan.no_new_privs) {
-        seccomp::install(prog)?;
+        sys.seccomp(prog)?;
     }
-    let argv: Vec<*const libc::c_char> = plan
-        .argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envv: Vec<*const libc::c_char> = envp
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
-    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envv.as_ptr()) };
-    let e = std::io::Error::last_os_error();
+    if plan.init {
+        super::pid1::run(&path, &plan.argv, &envp, plan.terminal, started);
+    }
+    let e = sys.execve(&path, &plan.argv, &envp);
     Err(RuntimeError::Init(format!("exec {:?}: {e}", path)))
 }
 
 /// Default dispositions and an empty mask: the runtime ignores SIGPIPE (Rust does) and blocks
 /// signals it forwards, and neither may leak into the container's program.
 pub fn reset_signals() {
-    // SAFETY: plain signal calls with valid arguments.
-    unsafe {
-        for sig in 1..32 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
+    for sig in Signal::iterator() {
+        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+            // SAFETY: installing the default action runs no handler code of ours.
+            let _ = unsafe { signal(sig, SigHandler::SigDfl) };
         }
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
 /// Mark every descriptor from `first` on close-on-exec: nothing of the runtime's reaches the
@@ -515,16 +544,25 @@ pub fn close_fds_from(first: i32) {
 /// forked stage, so that no descriptor the runtime held (its state directory, namespace files)
 /// exists while the container's paths are resolved.
 pub fn close_fds_except(first: RawFd, keep: &[RawFd]) {
+    for (lo, hi) in ranges_to_close(first, keep) {
+        close_range(lo, hi, false);
+    }
+}
+
+/// The inclusive ranges from `first` to the highest descriptor number that leave out `keep`.
+fn ranges_to_close(first: RawFd, keep: &[RawFd]) -> Vec<(RawFd, RawFd)> {
     let mut keep: Vec<RawFd> = keep.iter().copied().filter(|k| *k >= first).collect();
     keep.sort_unstable();
     keep.dedup();
+    let mut ranges = Vec::new();
     let mut from = first;
     for k in keep.into_iter().chain(std::iter::once(RawFd::MAX)) {
         if k > from {
-            close_range(from, k - 1, false);
+            ranges.push((from, k - 1));
         }
         from = k.saturating_add(1);
     }
+    ranges
 }
 
 /// Close (or mark close-on-exec) the descriptors `first..=last`.
@@ -534,7 +572,8 @@ fn close_range(first: RawFd, last: RawFd, cloexec: bool) {
     } else {
         0
     };
-    // SAFETY: closing or flagging descriptor numbers this process will not use again.
+    // SAFETY: closing or flagging descriptor numbers this process will not use again. (nix has
+    // no close_range.)
     if unsafe { libc::close_range(first as libc::c_uint, last as libc::c_uint, flags) } == 0 {
         return;
     }
@@ -545,7 +584,9 @@ fn close_range(first: RawFd, last: RawFd, cloexec: bool) {
             .filter_map(|e| e.file_name().to_str()?.parse().ok())
             .collect();
         for fd in fds.into_iter().filter(|fd| (first..=last).contains(fd)) {
-            // SAFETY: as above; harmless on a descriptor already closed.
+            // SAFETY: as above; harmless on a descriptor already closed. Raw calls: these are
+            // descriptor numbers, not descriptors we own or know to be open (nix's fcntl and
+            // close take owned or borrowed ones).
             unsafe {
                 if cloexec {
                     libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
@@ -561,7 +602,7 @@ fn close_range(first: RawFd, last: RawFd, cloexec: bool) {
 /// runtime opens later could take a free number in that range and reach the container.
 pub fn check_preserved(count: i32) -> Result<()> {
     for fd in 3..3 + count.max(0) {
-        // SAFETY: F_GETFD only reads descriptor flags.
+        // SAFETY: F_GETFD only reads descriptor flags; raw, since `fd` may well not be open.
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
             return Err(RuntimeError::Invalid(format!(
                 "--preserve-fds {count}: descriptor {fd} is not open; pass only open descriptors"
@@ -577,14 +618,89 @@ pub fn raise_fd(fd: OwnedFd, min: RawFd) -> Result<OwnedFd> {
     if fd.as_raw_fd() >= min {
         return Ok(fd);
     }
-    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we then own.
-    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
-    if n < 0 {
-        return Err(RuntimeError::Init(format!(
-            "dup descriptor: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: fresh descriptor from fcntl.
+    let n = nix::fcntl::fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(min))
+        .map_err(|e| RuntimeError::Init(format!("dup descriptor: {}", std::io::Error::from(e))))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor, which nothing else owns.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(n) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::syscall::fake::Recorder;
+
+    fn plan(no_new_privs: bool) -> ExecPlan {
+        let mut p = Process::default();
+        p.set_args(Some(vec!["/bin/true".into()]));
+        // Our own working directory: entering it changes nothing for the other tests.
+        p.set_cwd(std::env::current_dir().unwrap());
+        p.user_mut().set_uid(1000);
+        p.user_mut().set_gid(1000);
+        p.set_no_new_privileges(Some(no_new_privs));
+        let program = seccomp::Program {
+            filter: vec![libc::sock_filter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: 0x7fff_0000,
+            }],
+            flags: 0,
+        };
+        ExecPlan::new(&p, Some(program), 2).unwrap()
+    }
+
+    fn before(rec: &Recorder, a: &str, b: &str) {
+        assert!(
+            rec.position(a) < rec.position(b),
+            "{a} must come before {b}: {:#?}",
+            rec.calls.borrow()
+        );
+    }
+
+    #[test]
+    fn with_no_new_privs_the_filter_is_the_last_step_before_exec() {
+        let rec = Recorder::default();
+        let e = finalize(&rec, &plan(true), &mut |_| {}).unwrap_err();
+        assert!(e.to_string().contains("exec"), "{e}");
+        before(&rec, "drop_bounding", "setresuid");
+        before(&rec, "setresgid", "setresuid");
+        before(&rec, "setresuid", "capset");
+        before(&rec, "capset", "keepcaps false");
+        before(&rec, "no_new_privs", "seccomp");
+        before(&rec, "close_fds_from 5", "seccomp");
+        before(&rec, "seccomp", "execve");
+        assert_eq!(rec.positions("seccomp").len(), 1);
+    }
+
+    #[test]
+    fn without_no_new_privs_the_filter_is_loaded_while_privileged() {
+        let rec = Recorder::default();
+        finalize(&rec, &plan(false), &mut |_| {}).unwrap_err();
+        before(&rec, "keepcaps true", "seccomp");
+        before(&rec, "seccomp", "drop_bounding");
+        before(&rec, "seccomp", "setresuid");
+        assert!(rec.positions("no_new_privs").is_empty());
+        before(&rec, "close_fds_from 5", "execve");
+    }
+
+    #[test]
+    fn a_multi_threaded_process_may_not_fork_containers() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        let e = ensure_single_threaded().unwrap_err();
+        assert!(e.to_string().contains("single-threaded"), "{e}");
+        drop(tx);
+        let _ = t.join();
+    }
+
+    #[test]
+    fn closing_leaves_out_exactly_the_kept_descriptors() {
+        let max = RawFd::MAX - 1;
+        assert_eq!(ranges_to_close(3, &[]), vec![(3, max)]);
+        assert_eq!(
+            ranges_to_close(3, &[9, 5, 5, 2]),
+            vec![(3, 4), (6, 8), (10, max)]
+        );
+        assert_eq!(ranges_to_close(3, &[3, 4]), vec![(5, max)]);
+    }
 }

@@ -13,18 +13,20 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag};
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{makedev, mknodat, umask, Mode, SFlag};
-use nix::unistd::{fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use nix::fcntl::OFlag;
+use nix::mount::MsFlags;
+use nix::sys::stat::{makedev, umask, Mode, SFlag};
+use nix::unistd::{symlinkat, unlinkat, UnlinkatFlags};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
 
 use super::cgroups::{Cgroup, Version};
 use super::error::{Result, RuntimeError};
 use super::inroot::{self, fd_path};
 use super::mountopts;
+use super::syscall::Syscall;
 
 fn sys_mount(
+    sys: &dyn Syscall,
     src: Option<&Path>,
     target: &Path,
     fstype: Option<&str>,
@@ -32,7 +34,7 @@ fn sys_mount(
     data: Option<&str>,
 ) -> Result<()> {
     let data = data.filter(|d| !d.is_empty());
-    mount(src, target, fstype, flags, data).map_err(|e| {
+    sys.mount(src, target, fstype, flags, data).map_err(|e| {
         RuntimeError::Init(format!(
             "mount {} on {} (type {}, options {:?}): {e}",
             src.map(|p| p.display().to_string())
@@ -46,6 +48,7 @@ fn sys_mount(
 
 /// Mount onto what `target` refers to; `what` names it in errors (the path in the container).
 fn mount_on(
+    sys: &dyn Syscall,
     src: Option<&Path>,
     target: &OwnedFd,
     what: &Path,
@@ -53,7 +56,7 @@ fn mount_on(
     flags: MsFlags,
     data: Option<&str>,
 ) -> Result<()> {
-    sys_mount(src, &fd_path(target), fstype, flags, data).map_err(|e| match e {
+    sys_mount(sys, src, &fd_path(target), fstype, flags, data).map_err(|e| match e {
         RuntimeError::Init(m) => RuntimeError::Init(m.replace(
             &fd_path(target).display().to_string(),
             &what.display().to_string(),
@@ -109,14 +112,15 @@ fn locked_flags(path: &Path) -> MsFlags {
 }
 
 /// Remount a bind mount read-only, keeping its other flags.
-pub fn remount_readonly(path: &Path, extra: MsFlags) -> Result<()> {
+pub fn remount_readonly(sys: &dyn Syscall, path: &Path, extra: MsFlags) -> Result<()> {
     let flags =
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | extra | locked_flags(path);
-    sys_mount(None, path, None, flags, None)
+    sys_mount(sys, None, path, None, flags, None)
 }
 
 /// What the init needs to know besides the spec's mounts.
 pub struct MountContext<'a> {
+    pub sys: &'a dyn Syscall,
     /// The rootfs (after it was bound onto itself), where every container path starts.
     pub root: BorrowedFd<'a>,
     pub bundle: &'a Path,
@@ -124,6 +128,74 @@ pub struct MountContext<'a> {
     pub cgroup: &'a Cgroup,
     pub cgroup_ns: bool,
     pub user_ns: bool,
+}
+
+/// What shapes the container's filesystem, for `prepare`.
+pub struct Layout<'a> {
+    pub rootfs: &'a Path,
+    pub bundle: &'a Path,
+    pub mounts: &'a [Mount],
+    pub devices: &'a [LinuxDevice],
+    /// The spec's rootfsPropagation.
+    pub propagation: Option<MsFlags>,
+    pub cgroup: &'a Cgroup,
+    pub cgroup_ns: bool,
+    pub user_ns: bool,
+}
+
+/// Before the createContainer hooks: keep propagation away from the host, make the rootfs a
+/// mount point, mount the spec's entries in order, then devices and the /dev links. Returns
+/// the root descriptor every later lookup starts from.
+pub fn prepare(sys: &dyn Syscall, l: &Layout) -> Result<OwnedFd> {
+    isolate_propagation(sys, l.propagation)?;
+    bind_rootfs(sys, l.rootfs)?;
+    let root = open_root(l.rootfs)?;
+    let ctx = MountContext {
+        sys,
+        root: root.as_fd(),
+        bundle: l.bundle,
+        cgroup: l.cgroup,
+        cgroup_ns: l.cgroup_ns,
+        user_ns: l.user_ns,
+    };
+    let mut dev_is_fresh = false;
+    let mut has_devpts = false;
+    for m in l.mounts {
+        mount_entry(m, &ctx)?;
+        let typ = m.typ().as_deref().unwrap_or("");
+        if inroot::clean(m.destination()) == Path::new("/dev") && typ != "bind" {
+            dev_is_fresh = !m
+                .options()
+                .iter()
+                .flatten()
+                .any(|o| o == "bind" || o == "rbind");
+        }
+        if typ == "devpts" {
+            has_devpts = true;
+        }
+    }
+    create_devices(sys, root.as_fd(), dev_is_fresh, l.devices, l.user_ns)?;
+    if dev_is_fresh {
+        dev_symlinks(root.as_fd(), has_devpts)?;
+    }
+    Ok(root)
+}
+
+/// After every mount (the hooks' included), before pivot_root: masks, then read-only paths.
+pub fn protect(
+    sys: &dyn Syscall,
+    root: BorrowedFd,
+    masked: &[String],
+    readonly: &[String],
+) -> Result<()> {
+    let null = host_null()?;
+    for p in masked {
+        mask_path(sys, root, Path::new(p), &null)?;
+    }
+    for p in readonly {
+        readonly_path(sys, root, Path::new(p))?;
+    }
+    Ok(())
 }
 
 /// Open the rootfs as the root of every later lookup.
@@ -138,6 +210,7 @@ pub fn open_root(rootfs: &Path) -> Result<OwnedFd> {
 
 /// Mount one spec entry under the rootfs.
 pub fn mount_entry(m: &Mount, ctx: &MountContext) -> Result<()> {
+    let sys = ctx.sys;
     let options = m.options().clone().unwrap_or_default();
     let opts = mountopts::parse(&options);
     let typ = m.typ().clone().unwrap_or_default();
@@ -175,7 +248,7 @@ pub fn mount_entry(m: &Mount, ctx: &MountContext) -> Result<()> {
         if opts.recursive {
             flags |= MsFlags::MS_REC;
         }
-        mount_on(Some(&src), &target, &dest, None, flags, None)?;
+        mount_on(sys, Some(&src), &target, &dest, None, flags, None)?;
         // A bind mount ignores most flags on the first call: apply them with a remount.
         let wanted = opts.flags & !(MsFlags::MS_REMOUNT);
         if !wanted.is_empty() {
@@ -185,7 +258,7 @@ pub fn mount_entry(m: &Mount, ctx: &MountContext) -> Result<()> {
             if !wanted.contains(MsFlags::MS_RDONLY) {
                 f.remove(MsFlags::MS_RDONLY);
             }
-            mount_on(None, &top, &dest, None, f, None)?;
+            mount_on(sys, None, &top, &dest, None, f, None)?;
         }
     } else if typ == "cgroup" || typ == "cgroup2" {
         let target = mount_point(false)?;
@@ -194,6 +267,7 @@ pub fn mount_entry(m: &Mount, ctx: &MountContext) -> Result<()> {
         let target = mount_point(false)?;
         let src = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
         let r = mount_on(
+            sys,
             Some(&src),
             &target,
             &dest,
@@ -206,6 +280,7 @@ pub fn mount_entry(m: &Mount, ctx: &MountContext) -> Result<()> {
             // fall back to a read-only recursive bind of the host's /sys, as runc does.
             if typ == "sysfs" && ctx.user_ns {
                 mount_on(
+                    sys,
                     Some(Path::new("/sys")),
                     &target,
                     &dest,
@@ -213,7 +288,7 @@ pub fn mount_entry(m: &Mount, ctx: &MountContext) -> Result<()> {
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None,
                 )?;
-                remount_readonly(&fd_path(&reopen(root, &dest)?), MsFlags::empty())?;
+                remount_readonly(sys, &fd_path(&reopen(root, &dest)?), MsFlags::empty())?;
             } else {
                 return Err(e);
             }
@@ -222,7 +297,7 @@ pub fn mount_entry(m: &Mount, ctx: &MountContext) -> Result<()> {
     if !opts.propagation.is_empty() {
         let top = reopen(root, &dest)?;
         for p in &opts.propagation {
-            mount_on(None, &top, &dest, None, *p, None)?;
+            mount_on(sys, None, &top, &dest, None, *p, None)?;
         }
     }
     Ok(())
@@ -269,6 +344,7 @@ fn mount_cgroup(
     opts: &mountopts::MountOptions,
     ctx: &MountContext,
 ) -> Result<()> {
+    let sys = ctx.sys;
     let flags = opts.flags
         & (MsFlags::MS_NOSUID
             | MsFlags::MS_NODEV
@@ -280,6 +356,7 @@ fn mount_cgroup(
     if let Some(host) = ctx.cgroup.unified_dir() {
         if ctx.cgroup_ns {
             return mount_on(
+                sys,
                 Some(Path::new("cgroup2")),
                 target,
                 dest,
@@ -289,16 +366,17 @@ fn mount_cgroup(
             );
         }
         let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
-        mount_on(Some(host), target, dest, None, bind, None)?;
+        mount_on(sys, Some(host), target, dest, None, bind, None)?;
         if readonly {
             let top = reopen(ctx.root, dest)?;
-            remount_readonly(&fd_path(&top), flags & !MsFlags::MS_RDONLY)?;
+            remount_readonly(sys, &fd_path(&top), flags & !MsFlags::MS_RDONLY)?;
         }
         return Ok(());
     }
     let tmpfs_flags =
         (flags & !MsFlags::MS_RDONLY) | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_on(
+        sys,
         Some(Path::new("tmpfs")),
         target,
         dest,
@@ -331,6 +409,7 @@ fn mount_cgroup(
         if ctx.cgroup_ns {
             let options = d.hierarchy.controllers.join(",");
             mount_on(
+                sys,
                 Some(Path::new("cgroup")),
                 &sub,
                 &sub_dest,
@@ -341,10 +420,10 @@ fn mount_cgroup(
         } else {
             // Only the container's own directory: it never sees its siblings.
             let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
-            mount_on(Some(&d.dir), &sub, &sub_dest, None, bind, None)?;
+            mount_on(sys, Some(&d.dir), &sub, &sub_dest, None, bind, None)?;
             if readonly {
                 let top = reopen(ctx.root, &sub_dest)?;
-                remount_readonly(&fd_path(&top), flags & !MsFlags::MS_RDONLY)?;
+                remount_readonly(sys, &fd_path(&top), flags & !MsFlags::MS_RDONLY)?;
             }
         }
         // Combined hierarchies (cpu,cpuacct) are reachable by each controller name too.
@@ -357,6 +436,7 @@ fn mount_cgroup(
     }
     if readonly {
         remount_readonly(
+            sys,
             &fd_path(&tmpfs),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         )?;
@@ -390,7 +470,7 @@ struct DeviceNode<'a> {
 /// Create a device node, or in a user namespace (where mknod is refused) bind-mount the
 /// host's node of the same path. The node's directory is resolved in the root; the node
 /// itself is made with the `*at` calls, which never follow a symlink the image put there.
-fn make_device(root: BorrowedFd, d: &DeviceNode, user_ns: bool) -> Result<()> {
+fn make_device(sys: &dyn Syscall, root: BorrowedFd, d: &DeviceNode, user_ns: bool) -> Result<()> {
     let (dir, name) =
         inroot::parent_of(root, d.path).map_err(resolve_err("device directory", d.path))?;
     let name = name.as_os_str();
@@ -404,11 +484,19 @@ fn make_device(root: BorrowedFd, d: &DeviceNode, user_ns: bool) -> Result<()> {
     }
     if user_ns {
         let target = create_at(&dir, name).map_err(|e| fail("create mount point for", e))?;
-        return mount_on(Some(d.path), &target, d.path, None, MsFlags::MS_BIND, None);
+        return mount_on(
+            sys,
+            Some(d.path),
+            &target,
+            d.path,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        );
     }
     // mknod honours the umask: clear it so the node gets exactly the mode asked for.
     let old = umask(Mode::empty());
-    let made = mknodat(
+    let made = sys.mknodat(
         dir.as_fd(),
         name,
         d.kind,
@@ -417,14 +505,8 @@ fn make_device(root: BorrowedFd, d: &DeviceNode, user_ns: bool) -> Result<()> {
     );
     umask(old);
     made.map_err(|e| fail("mknod", e))?;
-    fchownat(
-        dir.as_fd(),
-        name,
-        Some(Uid::from_raw(d.uid)),
-        Some(Gid::from_raw(d.gid)),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| fail("chown", e))
+    sys.fchownat(dir.as_fd(), name, d.uid, d.gid)
+        .map_err(|e| fail("chown", e))
 }
 
 /// An empty regular file `name` in `dir`, created here (never through a symlink), as an
@@ -446,6 +528,7 @@ fn create_at(dir: &OwnedFd, name: &OsStr) -> std::result::Result<OwnedFd, Errno>
 }
 
 pub fn create_devices(
+    sys: &dyn Syscall,
     root: BorrowedFd,
     defaults: bool,
     devices: &[LinuxDevice],
@@ -465,7 +548,7 @@ pub fn create_devices(
                 uid: 0,
                 gid: 0,
             };
-            make_device(root, &node, user_ns)?;
+            make_device(sys, root, &node, user_ns)?;
         }
     }
     for d in devices {
@@ -489,7 +572,7 @@ pub fn create_devices(
             uid: d.uid().unwrap_or(0),
             gid: d.gid().unwrap_or(0),
         };
-        make_device(root, &node, user_ns)?;
+        make_device(sys, root, &node, user_ns)?;
     }
     Ok(())
 }
@@ -529,9 +612,16 @@ pub fn dev_symlinks(root: BorrowedFd, with_ptmx: bool) -> Result<()> {
 /// a slave (or private) before anything is mounted. Shared or unbindable, when the spec asks
 /// for them, apply to the container's root only after pivot_root (`set_root_propagation`):
 /// pivot_root refuses a shared new root or parent.
-pub fn isolate_propagation(requested: Option<MsFlags>) -> Result<()> {
+pub fn isolate_propagation(sys: &dyn Syscall, requested: Option<MsFlags>) -> Result<()> {
     let flags = pre_pivot_propagation(requested);
-    sys_mount(None, Path::new("/"), None, flags | MsFlags::MS_REC, None)
+    sys_mount(
+        sys,
+        None,
+        Path::new("/"),
+        None,
+        flags | MsFlags::MS_REC,
+        None,
+    )
 }
 
 fn pre_pivot_propagation(requested: Option<MsFlags>) -> MsFlags {
@@ -542,14 +632,22 @@ fn pre_pivot_propagation(requested: Option<MsFlags>) -> MsFlags {
 }
 
 /// The spec's rootfsPropagation, on the container's own root after pivot_root.
-pub fn set_root_propagation(flags: MsFlags) -> Result<()> {
-    sys_mount(None, Path::new("/"), None, flags | MsFlags::MS_REC, None)
-        .map_err(|e| RuntimeError::Init(format!("rootfsPropagation: {e}")))
+pub fn set_root_propagation(sys: &dyn Syscall, flags: MsFlags) -> Result<()> {
+    sys_mount(
+        sys,
+        None,
+        Path::new("/"),
+        None,
+        flags | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(|e| RuntimeError::Init(format!("rootfsPropagation: {e}")))
 }
 
 /// The rootfs must be a mount point for pivot_root.
-pub fn bind_rootfs(rootfs: &Path) -> Result<()> {
+pub fn bind_rootfs(sys: &dyn Syscall, rootfs: &Path) -> Result<()> {
     sys_mount(
+        sys,
         Some(rootfs),
         rootfs,
         None,
@@ -559,30 +657,27 @@ pub fn bind_rootfs(rootfs: &Path) -> Result<()> {
 }
 
 /// pivot_root into the rootfs and detach the old root, so the host's tree is unreachable.
-pub fn pivot(rootfs: &Path) -> Result<()> {
-    nix::unistd::chdir(rootfs)
+pub fn pivot(sys: &dyn Syscall, rootfs: &Path) -> Result<()> {
+    sys.chdir(rootfs)
         .map_err(|e| RuntimeError::Init(format!("chdir {}: {e}", rootfs.display())))?;
     // pivot_root(".", ".") stacks the old root under the new one; no put_old dir needed.
-    nix::unistd::pivot_root(".", ".")
+    sys.pivot_root_here()
         .map_err(|e| RuntimeError::Init(format!("pivot_root {}: {e}", rootfs.display())))?;
     // Keep the unmount of the old root from propagating back to the host.
-    sys_mount(
-        None,
-        Path::new("."),
-        None,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None,
-    )?;
-    umount2(".", MntFlags::MNT_DETACH)
+    let slave = MsFlags::MS_SLAVE | MsFlags::MS_REC;
+    sys_mount(sys, None, Path::new("."), None, slave, None)?;
+    sys.umount_detach(Path::new("."))
         .map_err(|e| RuntimeError::Init(format!("detach old root: {e}")))?;
-    nix::unistd::chdir("/").map_err(|e| RuntimeError::Init(format!("chdir /: {e}")))
+    sys.chdir(Path::new("/"))
+        .map_err(|e| RuntimeError::Init(format!("chdir /: {e}")))
 }
 
 /// Without a mount namespace there is nothing to pivot: chroot only.
-pub fn chroot(rootfs: &Path) -> Result<()> {
-    nix::unistd::chroot(rootfs)
+pub fn chroot(sys: &dyn Syscall, rootfs: &Path) -> Result<()> {
+    sys.chroot(rootfs)
         .map_err(|e| RuntimeError::Init(format!("chroot {}: {e}", rootfs.display())))?;
-    nix::unistd::chdir("/").map_err(|e| RuntimeError::Init(format!("chdir /: {e}")))
+    sys.chdir(Path::new("/"))
+        .map_err(|e| RuntimeError::Init(format!("chdir /: {e}")))
 }
 
 /// The host's null device, checked to be one: masks bind it over files, so a /dev/null that
@@ -607,7 +702,7 @@ pub fn host_null() -> Result<OwnedFd> {
 }
 
 /// Hide a path: the null device over files, an empty read-only tmpfs over directories.
-pub fn mask_path(root: BorrowedFd, path: &Path, null: &OwnedFd) -> Result<()> {
+pub fn mask_path(sys: &dyn Syscall, root: BorrowedFd, path: &Path, null: &OwnedFd) -> Result<()> {
     let fd = match inroot::open(root, path, OFlag::O_PATH) {
         Err(Errno::ENOENT) => return Ok(()),
         r => r.map_err(resolve_err("masked path", path))?,
@@ -615,6 +710,7 @@ pub fn mask_path(root: BorrowedFd, path: &Path, null: &OwnedFd) -> Result<()> {
     let is_dir = inroot::kind(&fd).map_err(resolve_err("masked path", path))? == SFlag::S_IFDIR;
     if is_dir {
         mount_on(
+            sys,
             Some(Path::new("tmpfs")),
             &fd,
             path,
@@ -624,6 +720,7 @@ pub fn mask_path(root: BorrowedFd, path: &Path, null: &OwnedFd) -> Result<()> {
         )
     } else {
         mount_on(
+            sys,
             Some(&fd_path(null)),
             &fd,
             path,
@@ -635,15 +732,15 @@ pub fn mask_path(root: BorrowedFd, path: &Path, null: &OwnedFd) -> Result<()> {
 }
 
 /// Make a path read-only (a bind of itself, remounted read-only).
-pub fn readonly_path(root: BorrowedFd, path: &Path) -> Result<()> {
+pub fn readonly_path(sys: &dyn Syscall, root: BorrowedFd, path: &Path) -> Result<()> {
     let fd = match inroot::open(root, path, OFlag::O_PATH) {
         Err(Errno::ENOENT) => return Ok(()),
         r => r.map_err(resolve_err("read-only path", path))?,
     };
     let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
-    mount_on(Some(&fd_path(&fd)), &fd, path, None, bind, None)?;
+    mount_on(sys, Some(&fd_path(&fd)), &fd, path, None, bind, None)?;
     let top = reopen(root, path)?;
-    remount_readonly(&fd_path(&top), MsFlags::MS_REC)
+    remount_readonly(sys, &fd_path(&top), MsFlags::MS_REC)
 }
 
 /// The container's terminal: a pty of the container's own devpts (opened through the root's
@@ -651,7 +748,7 @@ pub fn readonly_path(root: BorrowedFd, path: &Path) -> Result<()> {
 ///
 /// /dev/console is created here or must be a plain file or a character device: a symlink
 /// there would redirect the bind (CVE-2025-52565), so it is refused, not followed.
-pub fn console(root: BorrowedFd) -> Result<(OwnedFd, OwnedFd)> {
+pub fn console(sys: &dyn Syscall, root: BorrowedFd) -> Result<(OwnedFd, OwnedFd)> {
     let ptmx = Path::new("/dev/ptmx");
     let master = inroot::open(root, ptmx, OFlag::O_RDWR | OFlag::O_NOCTTY)
         .map_err(resolve_err("open", ptmx))?;
@@ -674,6 +771,7 @@ pub fn console(root: BorrowedFd) -> Result<(OwnedFd, OwnedFd)> {
         ));
     }
     mount_on(
+        sys,
         Some(&fd_path(&slave)),
         &target,
         path,
@@ -687,6 +785,7 @@ pub fn console(root: BorrowedFd) -> Result<(OwnedFd, OwnedFd)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::syscall::fake::Recorder;
 
     #[test]
     fn the_host_inherited_tree_is_never_made_shared_or_unbindable() {
@@ -697,5 +796,71 @@ mod tests {
         assert_eq!(pre_pivot_propagation(None), slave);
         let private = MsFlags::MS_PRIVATE;
         assert_eq!(pre_pivot_propagation(Some(private)), private);
+    }
+
+    fn mount(dest: &str, typ: &str) -> Mount {
+        serde_json::from_value(serde_json::json!({
+            "destination": dest, "type": typ, "source": typ, "options": ["nosuid"]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn propagation_then_mounts_then_devices_then_masks() {
+        let d = tempfile::tempdir().unwrap();
+        let rootfs = d.path().join("rootfs");
+        for dir in ["proc/acpi", "proc/sys", "dev"] {
+            std::fs::create_dir_all(rootfs.join(dir)).unwrap();
+        }
+        std::fs::write(rootfs.join("proc/kcore"), "").unwrap();
+        let mounts = [
+            mount("/proc", "proc"),
+            mount("/dev", "tmpfs"),
+            mount("/dev/pts", "devpts"),
+        ];
+        let cgroup = Cgroup::new(Some("/slipway-unit-test"), "order").unwrap();
+        let layout = Layout {
+            rootfs: &rootfs,
+            bundle: d.path(),
+            mounts: &mounts,
+            devices: &[],
+            propagation: Some(MsFlags::MS_SHARED),
+            cgroup: &cgroup,
+            cgroup_ns: false,
+            user_ns: false,
+        };
+        let rec = Recorder::default();
+        let root = prepare(&rec, &layout).unwrap();
+        let masked = ["/proc/kcore".to_string(), "/proc/acpi".to_string()];
+        protect(&rec, root.as_fd(), &masked, &["/proc/sys".to_string()]).unwrap();
+
+        let calls = rec.calls.borrow().clone();
+        let at = |needle: &str| {
+            calls
+                .iter()
+                .position(|c| c.contains(needle))
+                .unwrap_or_else(|| panic!("no call with {needle:?} in {calls:#?}"))
+        };
+        let canon = rootfs.canonicalize().unwrap();
+        let inside = |p: &str| canon.join(p).display().to_string();
+        // Nothing is mounted before the host's tree stops propagating, and never as shared.
+        assert_eq!(
+            calls[0], "mount  /  MsFlags(MS_REC | MS_SLAVE)",
+            "{calls:#?}"
+        );
+        assert!(calls[1].starts_with(&format!("mount {} {}", rootfs.display(), rootfs.display())));
+        assert!(at(&format!("{} proc", inside("proc"))) < at("mknod null"));
+        assert!(at(&format!("{} devpts", inside("dev/pts"))) < at("mknod null"));
+        let last_device = rec.positions("chown").into_iter().max().unwrap();
+        let mask_file = at(&format!("mount /dev/null {}", inside("proc/kcore")));
+        let mask_dir = at(&format!("mount tmpfs {} tmpfs", inside("proc/acpi")));
+        let sys_dir = inside("proc/sys");
+        let readonly = at(&format!("{sys_dir} {sys_dir}  MsFlags(MS_BIND | MS_REC)"));
+        assert!(last_device < mask_file && mask_file < mask_dir && mask_dir < readonly);
+        // The /dev links were made inside the root.
+        assert_eq!(
+            std::fs::read_link(rootfs.join("dev/ptmx")).unwrap(),
+            Path::new("pts/ptmx")
+        );
     }
 }

@@ -9,12 +9,12 @@
 //!   warning: a typo would otherwise silently drop a rule and weaken the profile;
 //! - `SCMP_ACT_NOTIFY` (and `listenerPath`) are refused: slipway has no seccomp agent.
 use std::fs;
-use std::io::{self, Read, Seek, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
 use libseccomp::{ScmpSyscall, ScmpVersion};
+use nix::sys::memfd::MFdFlags;
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
     LinuxSeccompOperator,
@@ -298,44 +298,13 @@ fn cache_key(profile: &LinuxSeccomp) -> Result<String, SeccompError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Write to a temporary file in the same directory, then rename: readers see the old file or
-/// the whole new one, never half of it (containers may start concurrently).
+/// Readers see the old file or the whole new one, never half of it (containers may start
+/// concurrently).
 fn store_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut temp = tempfile_in(dir)?;
-    let result = (|| {
-        temp.1.write_all(bytes)?;
-        temp.1.sync_all()?;
-        fs::rename(&temp.0, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp.0);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
     }
-    result
-}
-
-fn tempfile_in(dir: &Path) -> io::Result<(PathBuf, fs::File)> {
-    for attempt in 0..16u32 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = dir.join(format!(".tmp-{}-{}-{attempt}", std::process::id(), nanos));
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(file) => return Ok((path, file)),
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(error) => return Err(error),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "could not create a unique temporary file",
-    ))
+    crate::sys::atomic::write(path, bytes)
 }
 
 /// Install a compiled program in the calling thread. Allocation-free: safe after fork.
@@ -576,13 +545,9 @@ fn export_bpf(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, Seccomp
 }
 
 fn memfd() -> Result<fs::File, SeccompError> {
-    // SAFETY: memfd_create takes a NUL-terminated name and returns a new descriptor or -1.
-    let fd = unsafe { libc::memfd_create(c"slipway-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(SeccompError::Export(io::Error::last_os_error()));
-    }
-    // SAFETY: fd was just created and is owned by nothing else.
-    Ok(fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    let fd = nix::sys::memfd::memfd_create(c"slipway-seccomp", MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| SeccompError::Export(e.into()))?;
+    Ok(fs::File::from(fd))
 }
 
 fn read_back(file: &mut fs::File) -> Result<Vec<u8>, SeccompError> {

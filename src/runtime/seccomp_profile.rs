@@ -650,11 +650,14 @@ fn arg(
 
 /// Whether the running kernel is at least `major.minor` (false when uname cannot be read).
 fn kernel_at_least(major: u32, minor: u32) -> bool {
-    // SAFETY: uname fills the zeroed struct it is given and NUL-terminates every field.
+    // SAFETY: utsname is plain arrays of chars, valid all zero. (nix's uname needs a nix
+    // feature slipway does not enable.)
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname fills the struct it is given and NUL-terminates every field.
     if unsafe { libc::uname(&mut uts) } != 0 {
         return false;
     }
+    // SAFETY: the field is NUL-terminated (by uname, or by the zeroing) within its array.
     let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy();
     release_at_least(&release, major, minor)
 }

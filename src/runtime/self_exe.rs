@@ -161,8 +161,12 @@ mod tests {
         let exe = File::open("/proc/self/exe").unwrap();
         let copy = File::from(sealed_copy(&exe).unwrap());
         assert!(is_protected(&copy));
+        // Opening it for writing may succeed; writing never does (F_SEAL_WRITE).
         let path = format!("/proc/self/fd/{}", copy.as_raw_fd());
-        assert!(std::fs::OpenOptions::new().write(true).open(path).is_err());
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
+            use std::io::Write;
+            assert!(f.write_all(b"overwrite").is_err());
+        }
     }
 
     #[test]

@@ -216,6 +216,18 @@ pub fn validate(spec: &Spec) -> Result<()> {
                 "a new user namespace needs linux.uidMappings and linux.gidMappings".into(),
             ));
         }
+        if let Some(sysctls) = linux.sysctl() {
+            check_sysctls(sysctls, &namespaces)?;
+            let hostname = spec.hostname().as_deref().filter(|h| !h.is_empty());
+            if let (Some(h), Some(v)) = (hostname, sysctls.get("kernel.hostname")) {
+                if h != v {
+                    return Err(RuntimeError::Invalid(format!(
+                        "hostname {h:?} and sysctl kernel.hostname {v:?} disagree: set the \
+                         hostname in one place (the \"hostname\" field)"
+                    )));
+                }
+            }
+        }
         if let Some(s) = linux.seccomp() {
             seccomp::validate(s)?;
         }
@@ -235,6 +247,129 @@ pub fn validate(spec: &Spec) -> Result<()> {
                     "linux.rootfsPropagation {p:?} is not one of private, slave, shared, unbindable (r-prefixed allowed)"
                 )));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Sysctls of the ipc namespace, besides `fs.mqueue.*` (the list runc and crun accept).
+pub const IPC_SYSCTLS: &[&str] = &[
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// Sysctls of the uts namespace.
+pub const UTS_SYSCTLS: &[&str] = &["kernel.hostname", "kernel.domainname"];
+
+/// What may be set, for error messages.
+const SYSCTL_RULE: &str = "only namespaced sysctls can be set: kernel.msgmax, kernel.msgmnb, \
+    kernel.msgmni, kernel.sem, kernel.shmall, kernel.shmmax, kernel.shmmni, \
+    kernel.shm_rmid_forced and fs.mqueue.* with an ipc namespace of the container's own, net.* \
+    with a network namespace of its own, kernel.hostname and kernel.domainname with a uts \
+    namespace of its own";
+
+/// The namespace a sysctl belongs to, or None when it is not namespaced (it is the host's).
+fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
+    if IPC_SYSCTLS.contains(&key) || key.starts_with("fs.mqueue.") {
+        Some(LinuxNamespaceType::Ipc)
+    } else if key.starts_with("net.") {
+        Some(LinuxNamespaceType::Network)
+    } else if UTS_SYSCTLS.contains(&key) {
+        Some(LinuxNamespaceType::Uts)
+    } else {
+        None
+    }
+}
+
+/// A sysctl key becomes a path under /proc/sys (dots to slashes): only dot-separated names,
+/// none of them empty, and nothing that could walk elsewhere.
+fn check_sysctl_key(key: &str) -> Result<()> {
+    let problem = if key.is_empty() {
+        Some("it is empty")
+    } else if key.contains('\0') {
+        Some("it contains a NUL byte")
+    } else if key.contains('/') {
+        Some("it contains '/'")
+    } else if key.split('.').any(str::is_empty) {
+        Some("it has an empty part (a leading, trailing or doubled '.', or '..')")
+    } else if key.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        Some("it contains spaces or control characters")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(RuntimeError::Invalid(format!(
+            "sysctl {key:?} is not a sysctl name: {problem}; write it with dots, as in \
+             net.ipv4.ip_unprivileged_port_start"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Whether the namespace file at `path` is the runtime's own namespace of that type (the
+/// host's, from the container's point of view): same device and inode, as runc compares.
+fn is_runtime_namespace(path: &Path, typ: LinuxNamespaceType) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    // The type's Display is its /proc/PID/ns file name.
+    let own = PathBuf::from("/proc/self/ns").join(typ.to_string());
+    let stat = |p: &Path| {
+        std::fs::metadata(p).map_err(|e| {
+            RuntimeError::Invalid(format!(
+                "namespace path {} for {typ}: cannot stat it ({e}): give the path of a \
+                 namespace file such as /proc/PID/ns/{typ}",
+                p.display(),
+            ))
+        })
+    };
+    let (theirs, ours) = (stat(path)?, stat(&own)?);
+    Ok(theirs.dev() == ours.dev() && theirs.ino() == ours.ino())
+}
+
+/// Every `linux.sysctl` key must be a namespaced sysctl of a namespace the container has for
+/// itself (new, or joined by a path that is not the runtime's own): anything else would be
+/// written to the host's /proc/sys.
+fn check_sysctls(
+    sysctls: &std::collections::HashMap<String, String>,
+    namespaces: &[LinuxNamespace],
+) -> Result<()> {
+    let mut keys: Vec<&String> = sysctls.keys().collect();
+    keys.sort();
+    let mut own: Vec<(LinuxNamespaceType, bool)> = Vec::new();
+    for key in keys {
+        check_sysctl_key(key)?;
+        let Some(typ) = sysctl_namespace(key) else {
+            return Err(RuntimeError::Invalid(format!(
+                "sysctl {key} is not namespaced: it would change the host; {SYSCTL_RULE}; \
+                 remove it from linux.sysctl"
+            )));
+        };
+        let has_own = match own.iter().find(|(t, _)| *t == typ) {
+            Some((_, has_own)) => *has_own,
+            None => {
+                let has_own = match namespaces.iter().find(|n| n.typ() == typ) {
+                    None => false,
+                    Some(ns) => match ns.path() {
+                        None => true,
+                        Some(path) => !is_runtime_namespace(path, typ)?,
+                    },
+                };
+                own.push((typ, has_own));
+                has_own
+            }
+        };
+        if !has_own {
+            return Err(RuntimeError::Invalid(format!(
+                "sysctl {key} belongs to the {typ} namespace, but the container shares the \
+                 host's (linux.namespaces has no {typ} namespace of its own): it would change \
+                 the host; add a new {typ} namespace to linux.namespaces, or remove the sysctl \
+                 ({SYSCTL_RULE})"
+            )));
         }
     }
     Ok(())
@@ -360,6 +495,137 @@ mod tests {
         v["process"]["capabilities"]["bounding"][0] = "CAP_NOPE".into();
         let e = serde_json::from_value::<Spec>(v).unwrap_err().to_string();
         assert!(e.contains("CAP_NOPE"), "{e}");
+    }
+
+    /// The default spec (new ipc, uts, net namespaces among others) with `sysctls` and the
+    /// namespaces changed by `edit`.
+    fn with_sysctls(
+        sysctls: &[(&str, &str)],
+        edit: impl FnOnce(&mut Vec<serde_json::Value>),
+    ) -> Result<()> {
+        let mut v = serde_json::to_value(default_spec(false)).unwrap();
+        let map: serde_json::Map<String, serde_json::Value> = sysctls
+            .iter()
+            .map(|(k, val)| (k.to_string(), (*val).into()))
+            .collect();
+        v["linux"]["sysctl"] = map.into();
+        let mut namespaces = v["linux"]["namespaces"].as_array().unwrap().clone();
+        edit(&mut namespaces);
+        v["linux"]["namespaces"] = namespaces.into();
+        validate(&serde_json::from_value(v).unwrap())
+    }
+
+    fn without(typ: &'static str) -> impl FnOnce(&mut Vec<serde_json::Value>) {
+        move |ns| ns.retain(|n| n["type"] != typ)
+    }
+
+    fn joined(typ: &'static str, path: String) -> impl FnOnce(&mut Vec<serde_json::Value>) {
+        move |ns| {
+            for n in ns.iter_mut().filter(|n| n["type"] == typ) {
+                n["path"] = path.clone().into();
+            }
+        }
+    }
+
+    fn message(r: Result<()>) -> String {
+        r.expect_err("should be refused").to_string()
+    }
+
+    #[test]
+    fn namespaced_sysctls_are_accepted_with_their_namespace() {
+        with_sysctls(
+            &[
+                ("kernel.shmmax", "1"),
+                ("kernel.msgmnb", "1"),
+                ("kernel.shm_rmid_forced", "1"),
+                ("fs.mqueue.msg_max", "10"),
+                ("net.ipv4.ip_unprivileged_port_start", "0"),
+                ("net.core.somaxconn", "1024"),
+                ("kernel.domainname", "example"),
+            ],
+            |_| {},
+        )
+        .unwrap();
+        // The default spec sets the hostname; the sysctl may repeat it.
+        with_sysctls(&[("kernel.hostname", "slipway")], |_| {}).unwrap();
+        let e = message(with_sysctls(&[("kernel.hostname", "other")], |_| {}));
+        assert!(e.contains("disagree"), "{e}");
+    }
+
+    #[test]
+    fn host_sysctls_are_refused_with_the_rule() {
+        for key in [
+            "kernel.core_pattern",
+            "vm.overcommit_memory",
+            "kernel.pid_max",
+        ] {
+            let e = message(with_sysctls(&[(key, "1")], |_| {}));
+            assert!(
+                e.contains(&format!("sysctl {key} is not namespaced")),
+                "{e}"
+            );
+            assert!(e.contains("would change the host"), "{e}");
+            assert!(e.contains("kernel.shmmax") && e.contains("net.*"), "{e}");
+        }
+    }
+
+    #[test]
+    fn sysctls_need_a_namespace_of_the_containers_own() {
+        let e = message(with_sysctls(&[("kernel.shmmax", "1")], without("ipc")));
+        assert!(
+            e.contains("kernel.shmmax belongs to the ipc namespace"),
+            "{e}"
+        );
+        let e = message(with_sysctls(
+            &[("fs.mqueue.queues_max", "1")],
+            without("ipc"),
+        ));
+        assert!(e.contains("ipc namespace"), "{e}");
+        let e = message(with_sysctls(
+            &[("net.ipv4.ip_forward", "1")],
+            without("network"),
+        ));
+        assert!(
+            e.contains("net.ipv4.ip_forward belongs to the net namespace"),
+            "{e}"
+        );
+        let e = message(with_sysctls(&[("kernel.domainname", "x")], without("uts")));
+        assert!(e.contains("uts namespace"), "{e}");
+        // Joining the runtime's own namespace by path is sharing the host's.
+        let e = message(with_sysctls(
+            &[("net.ipv4.ip_forward", "1")],
+            joined("network", "/proc/self/ns/net".into()),
+        ));
+        assert!(e.contains("shares the host's"), "{e}");
+        let e = message(with_sysctls(
+            &[("kernel.sem", "1 2 3 4")],
+            joined("ipc", "/proc/self/ns/ipc".into()),
+        ));
+        assert!(e.contains("shares the host's"), "{e}");
+        // Any other namespace file (here: a different inode) is the container's own.
+        let other = tempfile::NamedTempFile::new().unwrap();
+        with_sysctls(
+            &[("net.ipv4.ip_forward", "1")],
+            joined("network", other.path().display().to_string()),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn sysctl_keys_that_are_not_names_are_refused() {
+        for key in [
+            "net/ipv4/ip_forward",
+            "net.ipv4.conf.eth0/../../../kernel.core_pattern",
+            "net..ipv4",
+            "net.ipv4.",
+            ".net.ipv4",
+            "net.ipv4.\0x",
+            "",
+            "net.ipv4 x",
+        ] {
+            let e = message(with_sysctls(&[(key, "1")], |_| {}));
+            assert!(e.contains("is not a sysctl name"), "{key:?}: {e}");
+        }
     }
 
     #[test]

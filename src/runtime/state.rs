@@ -3,14 +3,14 @@
 //! the container is created but not started, the `start.sock` its init waits on.
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
 use super::cgroups::Cgroup;
-use super::error::{io_err, Result, RuntimeError};
+use super::error::{Result, RuntimeError};
+use crate::sys::io::{at, PathError};
 
 pub const DEFAULT_ROOT: &str = "/run/slipway-runtime";
 pub const START_SOCKET: &str = "start.sock";
@@ -56,37 +56,53 @@ pub struct ContainerState {
 }
 
 /// The OCI state document printed by `state` and fed to hooks.
+/// The OCI runtime spec version this runtime implements: in `state`, `list`, hook state and
+/// `features`.
+pub const OCI_VERSION: &str = "1.2.0";
+
+/// A container's state as the OCI spec shows it (`state`, `list --format json`, and the
+/// state hooks read on stdin). One type for all three, so they cannot drift apart.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OciState<'a> {
-    pub oci_version: &'a str,
+    pub oci_version: &'static str,
     pub id: &'a str,
     pub status: Status,
+    /// 0 once stopped, as runc shows it.
     pub pid: i32,
     pub bundle: &'a Path,
     #[serde(skip_serializing_if = "HashMap::is_empty")]
     pub annotations: &'a HashMap<String, String>,
-    /// runc prints these two; engines (podman, containerd) read `created`.
-    pub created: &'a str,
-    pub rootfs: &'a Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<&'a Path>,
+    /// `list` shows who owns the container (runc's column).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<&'static str>,
 }
 
-pub fn oci_state_json(st: &ContainerState, status: Status) -> String {
-    let pid = if status == Status::Stopped { 0 } else { st.pid };
-    serde_json::to_string(&OciState {
-        oci_version: "1.2.0",
-        id: &st.id,
-        status,
-        pid,
-        bundle: &st.bundle,
-        annotations: &st.annotations,
-        created: &st.created,
-        rootfs: &st.rootfs,
-    })
-    .expect("state serializes")
+impl<'a> OciState<'a> {
+    /// The state of a container whose record exists.
+    pub fn of(st: &'a ContainerState, status: Status) -> OciState<'a> {
+        OciState {
+            oci_version: OCI_VERSION,
+            id: &st.id,
+            status,
+            pid: if status == Status::Stopped { 0 } else { st.pid },
+            bundle: &st.bundle,
+            annotations: &st.annotations,
+            created: Some(&st.created),
+            rootfs: Some(&st.rootfs),
+            owner: None,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("state serializes")
+    }
 }
 
-/// A container id must be safe as a single path component and in messages.
 pub fn check_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 1024
@@ -118,37 +134,33 @@ impl StateRoot {
     /// Claim the directory for a new container; fails if the id is taken.
     pub fn claim(&self, id: &str) -> Result<PathBuf> {
         check_id(id)?;
-        fs::create_dir_all(&self.root).map_err(io_err("create state root", &self.root))?;
+        fs::create_dir_all(&self.root).map_err(at("create state root", &self.root))?;
         let dir = self.dir(id);
         match fs::create_dir(&dir) {
             Ok(()) => Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(RuntimeError::Exists(id.to_string()))
             }
-            Err(e) => Err(io_err("create state dir", &dir)(e)),
+            Err(e) => Err(PathError::new("create state dir", dir, e).into()),
         }
     }
 
     pub fn save(&self, st: &ContainerState) -> Result<()> {
         let dir = self.dir(&st.id);
-        let tmp = dir.join("state.json.tmp");
         let path = dir.join("state.json");
         let data = serde_json::to_vec(st).expect("state serializes");
-        let mut f = fs::File::create(&tmp).map_err(io_err("write", &tmp))?;
-        f.write_all(&data).map_err(io_err("write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
-        Ok(())
+        Ok(crate::sys::atomic::write(&path, &data).map_err(at("write", &path))?)
     }
 
     pub fn save_spec(&self, id: &str, spec: &Spec) -> Result<()> {
         let path = self.dir(id).join("config.json");
         let data = serde_json::to_vec(spec).expect("spec serializes");
-        fs::write(&path, data).map_err(io_err("write", &path))
+        Ok(fs::write(&path, data).map_err(at("write", &path))?)
     }
 
     pub fn load_spec(&self, id: &str) -> Result<Spec> {
         let path = self.dir(id).join("config.json");
-        let data = fs::read(&path).map_err(io_err("read", &path))?;
+        let data = fs::read(&path).map_err(at("read", &path))?;
         serde_json::from_slice(&data).map_err(|e| RuntimeError::Config {
             path,
             msg: format!("corrupt saved spec: {e}"),
@@ -163,7 +175,7 @@ impl StateRoot {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(RuntimeError::NotFound(id.to_string()))
             }
-            Err(e) => return Err(io_err("read", &path)(e)),
+            Err(e) => return Err(PathError::new("read", path, e).into()),
         };
         serde_json::from_slice(&data).map_err(|e| RuntimeError::Config {
             path,
@@ -176,7 +188,7 @@ impl StateRoot {
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("remove state dir", &dir)(e)),
+            Err(e) => Err(PathError::new("remove state dir", dir, e).into()),
         }
     }
 
@@ -195,7 +207,7 @@ impl StateRoot {
 
     /// The live status of a container, from its process and cgroup.
     pub fn status(&self, st: &ContainerState) -> Status {
-        if !process_alive(st.pid, st.pid_start_time) {
+        if !crate::sys::procfs::is_alive(st.pid, st.pid_start_time) {
             return Status::Stopped;
         }
         if self.dir(&st.id).join(START_SOCKET).exists() {
@@ -209,24 +221,6 @@ impl StateRoot {
 }
 
 /// Field 22 of /proc/PID/stat (start time), and the process state letter.
-pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: parse after the last ')'.
-    let rest = &s[s.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((state, start))
-}
-
-/// Alive = exists, is not a zombie, and is the same process (same start time).
-pub fn process_alive(pid: i32, start_time: u64) -> bool {
-    match proc_stat(pid) {
-        Some((state, start)) => state != 'Z' && state != 'X' && start == start_time,
-        None => false,
-    }
-}
-
 /// RFC 3339 UTC timestamp with nanoseconds, without a date crate.
 pub fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now()
@@ -266,14 +260,6 @@ mod tests {
         for bad in ["", "a/b", "..", ".hidden", "../x", "a b", "a\0b"] {
             assert!(check_id(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn own_process_is_alive() {
-        let pid = std::process::id() as i32;
-        let (_, start) = proc_stat(pid).unwrap();
-        assert!(process_alive(pid, start));
-        assert!(!process_alive(pid, start + 1));
     }
 
     #[test]

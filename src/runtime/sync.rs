@@ -2,7 +2,10 @@
 //!
 //! A SOCK_SEQPACKET socketpair keeps message boundaries, so each message is one `send`: a tag
 //! byte and a payload. Either side seeing EOF knows the other died.
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Msg {
@@ -62,50 +65,22 @@ pub struct Channel {
 impl Channel {
     /// A connected pair. Both ends are close-on-exec: they never reach the container's program.
     pub fn pair() -> std::io::Result<(Channel, Channel)> {
-        let mut fds = [0; 2];
-        // SAFETY: fds is a valid two-element array.
-        let r = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: socketpair returned two fresh descriptors we now own.
-        unsafe {
-            Ok((
-                Channel {
-                    fd: OwnedFd::from_raw_fd(fds[0]),
-                },
-                Channel {
-                    fd: OwnedFd::from_raw_fd(fds[1]),
-                },
-            ))
-        }
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        Ok((Channel { fd: a }, Channel { fd: b }))
     }
 
     pub fn send(&self, msg: &Msg) -> std::io::Result<()> {
         let b = msg.encode();
         loop {
-            // SAFETY: the buffer is valid for its length.
-            let n = unsafe {
-                libc::send(
-                    self.fd.as_raw_fd(),
-                    b.as_ptr().cast(),
-                    b.len(),
-                    libc::MSG_NOSIGNAL,
-                )
-            };
-            if n >= 0 {
-                return Ok(());
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
+            match send(self.fd.as_raw_fd(), &b, MsgFlags::MSG_NOSIGNAL) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -114,20 +89,15 @@ impl Channel {
     pub fn recv(&self) -> std::io::Result<Option<Msg>> {
         let mut buf = vec![0u8; MAX];
         loop {
-            // SAFETY: the buffer is valid for its length.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n == 0 {
-                return Ok(None);
-            }
-            if n > 0 {
-                return Msg::decode(&buf[..n as usize])
-                    .map(Some)
-                    .ok_or_else(|| std::io::Error::other("malformed handshake message"));
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
+            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    return Msg::decode(&buf[..n])
+                        .map(Some)
+                        .ok_or_else(|| std::io::Error::other("malformed handshake message"))
+                }
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
     }

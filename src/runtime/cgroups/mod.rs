@@ -125,18 +125,18 @@ impl Layout {
 
     /// Detect the layout of cgroup filesystems mounted at or under `root`.
     pub fn detect(root: &Path) -> Result<Layout, CgroupError> {
-        let c_root = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
-            .map_err(|_| CgroupError::Layout(format!("{} contains a NUL byte", root.display())))?;
-        // SAFETY: statfs only writes into the zeroed struct we own; c_root is NUL-terminated.
-        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statfs(c_root.as_ptr(), &mut st) } != 0 {
-            return Err(CgroupError::Layout(format!(
+        if root.as_os_str().as_encoded_bytes().contains(&0) {
+            let e = format!("{} contains a NUL byte", root.display());
+            return Err(CgroupError::Layout(e));
+        }
+        let st = nix::sys::statfs::statfs(root).map_err(|e| {
+            CgroupError::Layout(format!(
                 "statfs {}: {}: mount the cgroup filesystems there (systemd does this at boot)",
                 root.display(),
-                std::io::Error::last_os_error()
-            )));
-        }
-        if st.f_type as i64 == CGROUP2_SUPER_MAGIC {
+                std::io::Error::from(e)
+            ))
+        })?;
+        if st.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC {
             let available = files::read(root, "cgroup.controllers")?;
             return Ok(Layout::unified_at(root, &available));
         }
@@ -232,6 +232,128 @@ impl Layout {
         hierarchies.extend(unified);
         Layout { kind, hierarchies }
     }
+}
+
+/// Where huge page sizes are listed (`hugepages-2048kB`, ...).
+pub const HUGEPAGES_SYSFS: &str = "/sys/kernel/mm/hugepages";
+
+/// The huge page sizes this kernel offers, as cgroup file names spell them (`2MB`, `1GB`).
+pub fn hugepage_sizes(sysfs: &Path) -> Vec<String> {
+    let mut sizes: Vec<(u64, String)> = std::fs::read_dir(sysfs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let kb = name
+                .to_str()?
+                .strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse::<u64>()
+                .ok()?;
+            Some((kb, resources::hugepage_size_name(kb)))
+        })
+        .collect();
+    sizes.sort();
+    sizes.into_iter().map(|(_, name)| name).collect()
+}
+
+/// What the kernel says about its controllers, for error messages.
+struct KernelControllers {
+    /// /proc/cgroups: each controller, its v1 hierarchy (0: none) and whether it is enabled.
+    proc_cgroups: Option<String>,
+    /// `cgroup.controllers` of the cgroup2 mount, on a hybrid host.
+    cgroup2: Option<String>,
+}
+
+/// Why `controller` has no hierarchy here, in terms of this host's layout, and what to do.
+fn missing_controller(
+    kind: LayoutKind,
+    hierarchies: &[&Hierarchy],
+    controller: &str,
+    setting: &str,
+    kernel: &KernelControllers,
+) -> String {
+    let proc_cgroups = kernel.proc_cgroups.as_deref();
+    let drop_it = format!("or drop {setting} from the spec");
+    if kind == LayoutKind::Unified {
+        let mount = hierarchies
+            .first()
+            .map_or_else(|| DEFAULT_ROOT.into(), |h| h.mount.display().to_string());
+        return format!(
+            "this host uses cgroup v2 at {mount}, and its cgroup.controllers does not offer \
+             {controller}: enable the controller in the kernel (or its boot options), {drop_it}"
+        );
+    }
+    // cgroup v1 calls the io controller blkio.
+    let name = if controller == "io" {
+        "blkio"
+    } else {
+        controller
+    };
+    let v1: Vec<String> = hierarchies
+        .iter()
+        .filter(|h| h.version == Version::V1)
+        .map(|h| h.mount.display().to_string())
+        .collect();
+    let mut text = format!(
+        "this host uses cgroup v1{}, and none of its v1 hierarchies ({}) has the {name} \
+         controller",
+        if kind == LayoutKind::Hybrid {
+            " (hybrid layout)"
+        } else {
+            ""
+        },
+        if v1.is_empty() {
+            "none mounted".to_string()
+        } else {
+            v1.join(", ")
+        }
+    );
+    if let Some(unified) = hierarchies.iter().find(|h| h.version == Version::V2) {
+        let offers = kernel
+            .cgroup2
+            .as_deref()
+            .is_some_and(|c| c.split_whitespace().any(|c| c == controller));
+        text.push_str(&format!(
+            "; the cgroup2 mount at {}{} only tracks processes (slipway writes no controller \
+             through it on a hybrid host)",
+            unified.mount.display(),
+            if offers {
+                format!(" offers {controller}, but")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let state = proc_cgroups.and_then(|t| {
+        t.lines().find_map(|line| {
+            let mut f = line.split_whitespace();
+            (f.next()? == name).then(|| (f.next().map(str::to_string), f.nth(1) == Some("1")))
+        })
+    });
+    let parent = v1
+        .first()
+        .and_then(|m| Path::new(m).parent())
+        .map_or_else(|| DEFAULT_ROOT.into(), |p| p.display().to_string());
+    match state {
+        Some((_, false)) => text.push_str(&format!(
+            "; the kernel has it disabled (cgroup_disable= boot option): enable it, {drop_it}"
+        )),
+        Some((Some(h), true)) if h == "0" => text.push_str(&format!(
+            "; the kernel has it, but no v1 hierarchy is mounted for it: mount one (mkdir \
+             {parent}/{name} && mount -t cgroup -o {name} cgroup {parent}/{name}), {drop_it}"
+        )),
+        Some(_) => text.push_str(&format!(
+            "; the kernel has it bound to a v1 hierarchy that is not mounted under {parent}: \
+             mount it there (mount -t cgroup -o {name} cgroup {parent}/{name}), {drop_it}"
+        )),
+        None if proc_cgroups.is_some() => text.push_str(&format!(
+            "; this kernel has no {name} controller at all (see /proc/cgroups): {drop_it}"
+        )),
+        None => text.push_str(&format!(": mount the {name} hierarchy, {drop_it}")),
+    }
+    text
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
@@ -407,10 +529,17 @@ impl Cgroup {
 
     fn require(&self, controller: &str, setting: &str) -> Result<&CgroupDir, CgroupError> {
         self.host_of(controller).ok_or_else(|| {
+            let hierarchies: Vec<&Hierarchy> = self.dirs.iter().map(|d| &d.hierarchy).collect();
+            let kernel = KernelControllers {
+                proc_cgroups: std::fs::read_to_string("/proc/cgroups").ok(),
+                cgroup2: self
+                    .v2_dir()
+                    .and_then(|d| files::read(&d.hierarchy.mount, "cgroup.controllers").ok()),
+            };
             CgroupError::Unsupported(format!(
                 "{setting} is set, but this host has no {controller} controller available to \
-                 slipway (not mounted on cgroup v1, not offered in cgroup.controllers on v2): \
-                 enable it or drop {setting} from the spec"
+                 slipway: {}",
+                missing_controller(self.layout, &hierarchies, controller, setting, &kernel)
             ))
         })
     }
@@ -505,20 +634,33 @@ impl Cgroup {
             .as_ref()
             .filter(|l| !l.is_empty())
         {
+            // Every size is checked before anything is written.
+            let offered = hugepage_sizes(Path::new(HUGEPAGES_SYSFS));
+            for limit in limits {
+                resources::hugepage_size(limit.page_size(), &offered)?;
+            }
             let d = self.require("hugetlb", "linux.resources.hugepageLimits")?;
             for limit in limits {
-                let size = resources::hugepage_size(limit.page_size())?;
-                let (name, value) = match d.hierarchy.version {
-                    Version::V1 => (
-                        format!("hugetlb.{size}.limit_in_bytes"),
-                        limit.limit().max(-1).to_string(),
-                    ),
-                    Version::V2 if limit.limit() < 0 => {
-                        (format!("hugetlb.{size}.max"), "max".to_string())
-                    }
-                    Version::V2 => (format!("hugetlb.{size}.max"), limit.limit().to_string()),
+                let size = limit.page_size();
+                let (suffix, value) = match d.hierarchy.version {
+                    Version::V1 => ("limit_in_bytes", limit.limit().max(-1).to_string()),
+                    Version::V2 if limit.limit() < 0 => ("max", "max".to_string()),
+                    Version::V2 => ("max", limit.limit().to_string()),
                 };
-                files::write(&d.dir, &name, &value, files::Presence::Required)?;
+                let name = format!("hugetlb.{size}.{suffix}");
+                if !files::write(&d.dir, &name, &value, files::Presence::Optional)? {
+                    return Err(CgroupError::Unsupported(format!(
+                        "linux.resources.hugepageLimits: {} has no {name}, so the hugetlb \
+                         controller does not know {size} pages (this kernel offers: {}); use \
+                         one of those sizes",
+                        d.dir.display(),
+                        offered.join(", ")
+                    )));
+                }
+                // Reservations count too (kernel 5.7+): limit them alike where the file
+                // exists, as runc does, so that reserved-but-unfaulted pages cannot escape.
+                let rsvd = format!("hugetlb.{size}.rsvd.{suffix}");
+                files::write(&d.dir, &rsvd, &value, files::Presence::Optional)?;
             }
         }
         if let Some(network) = resources.network() {
@@ -952,6 +1094,69 @@ mod tests {
         assert!(resolve_cgroups_path(Some("/"), "x").is_err());
         assert!(resolve_cgroups_path(None, "a/b").is_err());
         assert!(resolve_cgroups_path(None, "..").is_err());
+    }
+
+    const PROC_CGROUPS: &str = "\
+#subsys_name\thierarchy\tnum_cgroups\tenabled
+cpuset\t3\t1\t1
+memory\t4\t47\t1
+net_cls\t0\t1\t1
+hugetlb\t0\t1\t1
+rdma\t0\t1\t0
+pids\t8\t1\t1
+";
+
+    fn explain(kind: LayoutKind, controller: &str, cgroup2: Option<&str>) -> String {
+        let layout = Layout::from_mountinfo(HYBRID, Path::new("/sys/fs/cgroup"));
+        let hierarchies: Vec<&Hierarchy> = layout
+            .hierarchies
+            .iter()
+            .filter(|h| kind == LayoutKind::Hybrid || h.version == Version::V1)
+            .collect();
+        let kernel = KernelControllers {
+            proc_cgroups: Some(PROC_CGROUPS.to_string()),
+            cgroup2: cgroup2.map(str::to_string),
+        };
+        missing_controller(kind, &hierarchies, controller, "the setting", &kernel)
+    }
+
+    #[test]
+    fn a_missing_controller_is_explained_by_the_real_layout() {
+        let hugetlb = explain(LayoutKind::Hybrid, "hugetlb", Some("hugetlb\n"));
+        assert!(!hugetlb.contains("cgroup.controllers"), "{hugetlb}");
+        for part in [
+            "cgroup v1 (hybrid layout)",
+            "none of its v1 hierarchies (/sys/fs/cgroup/memory, /sys/fs/cgroup/cpu,cpuacct",
+            "has the hugetlb controller",
+            "the cgroup2 mount at /sys/fs/cgroup/unified offers hugetlb, but only tracks",
+            "no v1 hierarchy is mounted for it",
+            "mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb",
+            "or drop the setting",
+        ] {
+            assert!(hugetlb.contains(part), "{part:?} missing from: {hugetlb}");
+        }
+        let legacy = explain(LayoutKind::Legacy, "hugetlb", None);
+        assert!(
+            !legacy.contains("hybrid") && !legacy.contains("cgroup2"),
+            "{legacy}"
+        );
+        let disabled = explain(LayoutKind::Hybrid, "rdma", None);
+        assert!(disabled.contains("cgroup_disable="), "{disabled}");
+        let absent = explain(LayoutKind::Hybrid, "misc", None);
+        assert!(absent.contains("no misc controller at all"), "{absent}");
+        let io = explain(LayoutKind::Hybrid, "io", None);
+        assert!(io.contains("the blkio controller"), "{io}");
+        let unified = Layout::unified_at(Path::new("/sys/fs/cgroup"), "cpu memory");
+        let hierarchies: Vec<&Hierarchy> = unified.hierarchies.iter().collect();
+        let kernel = KernelControllers {
+            proc_cgroups: None,
+            cgroup2: None,
+        };
+        let v2 = missing_controller(LayoutKind::Unified, &hierarchies, "hugetlb", "x", &kernel);
+        assert!(
+            v2.contains("cgroup v2 at /sys/fs/cgroup") && v2.contains("does not offer hugetlb"),
+            "{v2}"
+        );
     }
 
     #[test]

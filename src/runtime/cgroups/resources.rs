@@ -100,21 +100,45 @@ pub(crate) fn pids_max(limit: i64) -> Option<String> {
     }
 }
 
-/// Validate an OCI hugepage size such as `2MB` or `1GB`, which is also how the kernel names
-/// the files (`hugetlb.2MB.max`); anything else could name an unrelated file.
-pub(crate) fn hugepage_size(size: &str) -> Result<&str, CgroupError> {
+/// The kernel's name of a huge page size given in kB (as /sys/kernel/mm/hugepages lists
+/// them): `2MB`, `1GB`, `64KB`, the names the hugetlb controller's files carry.
+pub(crate) fn hugepage_size_name(kb: u64) -> String {
+    match kb {
+        kb if kb >= 1 << 20 => format!("{}GB", kb >> 20),
+        kb if kb >= 1 << 10 => format!("{}MB", kb >> 10),
+        kb => format!("{kb}KB"),
+    }
+}
+
+/// Validate an OCI hugepage size such as `2MB` or `1GB` against the sizes the kernel offers
+/// (`offered`, as [`hugepage_size_name`] spells them). The size becomes part of a file name
+/// (`hugetlb.2MB.max`), so anything else could name an unrelated file.
+pub(crate) fn hugepage_size<'a>(size: &'a str, offered: &[String]) -> Result<&'a str, CgroupError> {
     let digits = size.trim_end_matches(['K', 'M', 'G', 'B']);
     let unit = &size[digits.len()..];
     let valid = !digits.is_empty()
         && digits.bytes().all(|b| b.is_ascii_digit())
         && matches!(unit, "KB" | "MB" | "GB");
-    if valid {
-        Ok(size)
-    } else {
-        Err(CgroupError::InvalidResource(format!(
+    if !valid {
+        return Err(CgroupError::InvalidResource(format!(
             "hugepage size {size:?} is not a kernel page size name: use e.g. \"2MB\" or \"1GB\""
-        )))
+        )));
     }
+    if offered.iter().any(|o| o == size) {
+        return Ok(size);
+    }
+    Err(CgroupError::InvalidResource(if offered.is_empty() {
+        format!(
+            "hugepage size {size} is not offered: this kernel lists no huge page sizes in \
+             /sys/kernel/mm/hugepages (no hugetlbfs support); drop linux.resources.hugepageLimits"
+        )
+    } else {
+        format!(
+            "hugepage size {size} is not offered by this kernel (/sys/kernel/mm/hugepages has \
+             {}): use one of those",
+            offered.join(", ")
+        )
+    }))
 }
 
 /// Device kinds the device controller distinguishes; `u` (unbuffered char) is a char device.
@@ -347,12 +371,34 @@ mod tests {
 
     #[test]
     fn hugepage_sizes_cannot_name_other_files() {
-        assert_eq!(hugepage_size("2MB").unwrap(), "2MB");
-        assert_eq!(hugepage_size("1GB").unwrap(), "1GB");
-        assert!(hugepage_size("2MB/../../x").is_err());
-        assert!(hugepage_size("MB").is_err());
-        assert!(hugepage_size("2mb").is_err());
-        assert!(hugepage_size("").is_err());
+        let offered = ["2MB".to_string(), "1GB".to_string()];
+        assert_eq!(hugepage_size("2MB", &offered).unwrap(), "2MB");
+        assert_eq!(hugepage_size("1GB", &offered).unwrap(), "1GB");
+        for bad in ["2MB/../../x", "MB", "2mb", ""] {
+            let e = hugepage_size(bad, &offered).unwrap_err().to_string();
+            assert!(e.contains("not a kernel page size name"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn hugepage_sizes_the_kernel_lacks_are_refused_with_those_it_has() {
+        let offered = ["2MB".to_string(), "1GB".to_string()];
+        let e = hugepage_size("4MB", &offered).unwrap_err().to_string();
+        assert!(
+            e.contains("4MB is not offered by this kernel") && e.contains("2MB, 1GB"),
+            "{e}"
+        );
+        let e = hugepage_size("2MB", &[]).unwrap_err().to_string();
+        assert!(e.contains("lists no huge page sizes"), "{e}");
+    }
+
+    #[test]
+    fn hugepage_size_names_follow_the_kernel() {
+        assert_eq!(hugepage_size_name(2048), "2MB");
+        assert_eq!(hugepage_size_name(1_048_576), "1GB");
+        assert_eq!(hugepage_size_name(64), "64KB");
+        assert_eq!(hugepage_size_name(32_768), "32MB");
+        assert_eq!(hugepage_size_name(16_777_216), "16GB");
     }
 
     #[test]

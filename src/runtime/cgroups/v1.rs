@@ -119,9 +119,42 @@ pub(crate) fn apply_memory(dir: &Path, memory: &LinuxMemory) -> Result<(), Cgrou
             Presence::Required,
         )?;
     }
-    // Kernel memory limits (kernel, kernelTCP) are deprecated and ignored, as runc does:
-    // kernels since 5.16 reject them.
+    if let Some(tcp) = memory.kernel_tcp() {
+        apply_kernel_tcp(dir, tcp)?;
+    }
+    // The general kernel memory limit (`kernel`) is ignored, as runc does: since 5.16 the
+    // kernel accepts memory.kmem.limit_in_bytes and does nothing with it.
     Ok(())
+}
+
+/// `memory.kmem.tcp.limit_in_bytes`: the TCP socket buffers of the cgroup, which v1 kernels
+/// still limit (unlike kernel memory in general). -1 means no limit.
+fn apply_kernel_tcp(dir: &Path, tcp: i64) -> Result<(), CgroupError> {
+    let value = match tcp {
+        -1 => "-1".to_string(),
+        t if t < 0 => {
+            return Err(CgroupError::InvalidResource(format!(
+                "memory kernelTCP {t} is negative: use -1 for no limit or a byte count"
+            )))
+        }
+        t => t.to_string(),
+    };
+    if files::write(
+        dir,
+        "memory.kmem.tcp.limit_in_bytes",
+        &value,
+        Presence::Optional,
+    )? || tcp == -1
+    {
+        return Ok(());
+    }
+    Err(CgroupError::Unsupported(format!(
+        "linux.resources.memory.kernelTCP {tcp} is set, but {} has no \
+         memory.kmem.tcp.limit_in_bytes: this kernel does not limit TCP buffer memory per \
+         cgroup (built without CONFIG_MEMCG_KMEM, or booted with cgroup.memory=nokmem); drop \
+         kernelTCP",
+        dir.display()
+    )))
 }
 
 fn write_memsw(dir: &Path, value: &str) -> Result<(), CgroupError> {
@@ -348,5 +381,77 @@ pub(crate) fn freeze(dir: &Path) -> Result<(), CgroupError> {
                 ),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::LinuxMemoryBuilder;
+
+    /// A directory standing in for a v1 memory cgroup, with the files the kernel offers.
+    fn fake_memory_cgroup(names: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for name in names {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        dir
+    }
+
+    fn read(dir: &Path, name: &str) -> String {
+        std::fs::read_to_string(dir.join(name)).unwrap()
+    }
+
+    #[test]
+    fn kernel_tcp_limit_is_written_where_the_kernel_offers_it() {
+        let dir = fake_memory_cgroup(&["memory.limit_in_bytes", "memory.kmem.tcp.limit_in_bytes"]);
+        let memory = LinuxMemoryBuilder::default()
+            .limit(64i64 << 20)
+            .kernel_tcp(16i64 << 20)
+            .kernel(8i64 << 20)
+            .build()
+            .unwrap();
+        apply_memory(dir.path(), &memory).unwrap();
+        assert_eq!(
+            read(dir.path(), "memory.kmem.tcp.limit_in_bytes"),
+            (16i64 << 20).to_string()
+        );
+        assert!(
+            !dir.path().join("memory.kmem.limit_in_bytes").exists(),
+            "the general kernel memory limit is not written"
+        );
+        let unlimited = LinuxMemoryBuilder::default()
+            .kernel_tcp(-1)
+            .build()
+            .unwrap();
+        apply_memory(dir.path(), &unlimited).unwrap();
+        assert_eq!(read(dir.path(), "memory.kmem.tcp.limit_in_bytes"), "-1");
+        let negative = LinuxMemoryBuilder::default()
+            .kernel_tcp(-5)
+            .build()
+            .unwrap();
+        let e = apply_memory(dir.path(), &negative).unwrap_err().to_string();
+        assert!(e.contains("kernelTCP -5 is negative"), "{e}");
+    }
+
+    #[test]
+    fn kernel_tcp_limit_on_a_kernel_without_it_says_so() {
+        let dir = fake_memory_cgroup(&["memory.limit_in_bytes"]);
+        let memory = LinuxMemoryBuilder::default()
+            .kernel_tcp(16i64 << 20)
+            .build()
+            .unwrap();
+        let e = apply_memory(dir.path(), &memory).unwrap_err().to_string();
+        assert!(
+            e.contains("kernelTCP") && e.contains("memory.kmem.tcp.limit_in_bytes"),
+            "{e}"
+        );
+        assert!(e.contains("drop kernelTCP"), "{e}");
+        // No limit asked: nothing to refuse.
+        let unlimited = LinuxMemoryBuilder::default()
+            .kernel_tcp(-1)
+            .build()
+            .unwrap();
+        apply_memory(dir.path(), &unlimited).unwrap();
     }
 }

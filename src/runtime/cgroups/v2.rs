@@ -98,7 +98,9 @@ pub(crate) fn apply_memory(dir: &Path, memory: &LinuxMemory) -> Result<(), Cgrou
             )));
         }
     }
-    // swappiness has no per-cgroup knob on v2 and is ignored, as runc and crun do.
+    // swappiness has no per-cgroup knob on v2 and is ignored, as runc and crun do. So are
+    // the kernel memory limits (kernel, kernelTCP): v2 has no separate knob for them because
+    // memory.max counts kernel memory and TCP socket buffers along with the rest.
     if memory.disable_oom_killer() == Some(true) {
         return Err(CgroupError::Unsupported(
             "memory.disableOOMKiller has no cgroup v2 equivalent: drop it".to_string(),
@@ -315,6 +317,8 @@ mod tests {
                     .reservation(128i64 << 20)
                     .swap(512i64 << 20)
                     .swappiness(10u64)
+                    // No v2 knob (memory.max counts socket buffers): accepted, not written.
+                    .kernel_tcp(16i64 << 20)
                     .build()
                     .unwrap(),
             )

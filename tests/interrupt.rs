@@ -1,0 +1,281 @@
+//! Interrupted commands leave nothing behind (root): a build whose reader goes away (`| head`),
+//! a build stopped with SIGTERM, and a `slug run` killed with SIGKILL, whose container the next
+//! command sweeps. "Nothing" is: no workspace, no network namespace file, no address lease, no
+//! container in the runtime's state, no process of the container.
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
+const RUNTIME: &str = env!("CARGO_BIN_EXE_slipway-runtime");
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    bridge: String,
+    subnet: String,
+}
+
+impl Env {
+    fn new() -> Env {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "interruption tests need root (containers, mounts, networks): run them as root"
+        );
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let bridge = format!("slwi{:x}{n}", pid % 0xffff);
+        let subnet = format!("10.{}.{}.0/24", 200 + (pid % 40), 100 + n);
+        let dir = tempfile::Builder::new()
+            .prefix("slipway-interrupt-test")
+            .tempdir()
+            .unwrap();
+        Env {
+            dir,
+            bridge,
+            subnet,
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(SLIPWAY);
+        c.arg("--data-dir").arg(self.data());
+        c.env(
+            "SLIPWAY_STACKS_DIR",
+            std::env::var("SLIPWAY_TEST_STACKS_DIR").unwrap_or("/var/lib/slipway".into()),
+        );
+        c.env("SLIPWAY_RUN_DIR", self.run_dir());
+        for (k, v) in [
+            ("SLIPWAY_BUILD_BRIDGE", &self.bridge),
+            ("SLIPWAY_BUILD_SUBNET", &self.subnet),
+            ("SLIPWAY_APP_BRIDGE", &self.bridge),
+            ("SLIPWAY_APP_SUBNET", &self.subnet),
+        ] {
+            c.env(k, v);
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Build `app` and return its slug id.
+    fn build(&self, app: &str) -> String {
+        let out = self
+            .cmd()
+            .args(["build", "--json", "-a", "app"])
+            .arg(fixture(app))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["slug"].as_str().unwrap().to_string()
+    }
+
+    /// Whatever an interrupted command could have left, described; empty when nothing.
+    fn leftovers(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for dir in ["builds", "containers"] {
+            for e in std::fs::read_dir(self.data().join(dir))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                found.push(format!("workspace {}", e.path().display()));
+            }
+        }
+        for e in std::fs::read_dir(self.run_dir().join("netns"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            found.push(format!("netns file {}", e.path().display()));
+        }
+        for e in walkdir::WalkDir::new(self.data().join("network"))
+            .into_iter()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().is_file() && name.parse::<std::net::Ipv4Addr>().is_ok() {
+                found.push(format!("lease {}", e.path().display()));
+            }
+        }
+        let list = Command::new(RUNTIME)
+            .arg("--root")
+            .arg(self.run_dir().join("runtime"))
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        for id in String::from_utf8_lossy(&list.stdout).lines() {
+            found.push(format!("container {id}"));
+        }
+        found
+    }
+
+    /// Wait (bounded) until nothing is left; the list of what still is otherwise.
+    fn settle(&self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = self.leftovers();
+            if left.is_empty() || Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        use slipway::network::bridge::{Network, NetworkConfig};
+        if let Ok(n) = Network::new(NetworkConfig::new(
+            &self.bridge,
+            self.subnet.parse().unwrap(),
+            self.data().join("network"),
+        )) {
+            let _ = n.teardown_network();
+        }
+    }
+}
+
+/// Read `child`'s stdout until a line contains `needle`; the lines read.
+fn wait_for_line(child: &mut Child, needle: &str) -> (Vec<String>, std::process::ChildStdout) {
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    let mut seen = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).unwrap();
+        assert!(n > 0, "ended before {needle:?}:\n{}", seen.join(""));
+        seen.push(line.clone());
+        if line.contains(needle) {
+            return (seen, reader.into_inner());
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "still running after {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_build_whose_reader_goes_away_stops_and_leaves_nothing() {
+    let env = Env::new();
+    let mut child = env
+        .cmd()
+        .args(["build", "-a", "app"])
+        .arg(fixture("apps/static"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -1`: one line read, then the pipe is closed.
+    let (_, stdout) = wait_for_line(&mut child, "----->");
+    drop(stdout);
+    let status = wait_exit(&mut child, Duration::from_secs(120));
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(status.code(), Some(101), "a panic: {err}");
+    assert_eq!(env.settle(), Vec::<String>::new());
+}
+
+#[test]
+fn a_build_stopped_with_sigterm_leaves_nothing() {
+    let env = Env::new();
+    // A build that takes long: its buildpack's compile sleeps.
+    let bp = env.dir.path().join("slow-bp");
+    std::fs::create_dir_all(bp.join("bin")).unwrap();
+    for (f, body) in [
+        ("detect", "#!/bin/sh\necho Slow\n"),
+        ("compile", "#!/bin/sh\necho compiling; sleep 120\n"),
+    ] {
+        let p = bp.join("bin").join(f);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let mut child = env
+        .cmd()
+        .args(["build", "-a", "app", "--buildpack"])
+        .arg(&bp)
+        .arg(fixture("apps/static"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (_, _stdout) = wait_for_line(&mut child, "compiling");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(128 + 15));
+    assert_eq!(env.settle(), Vec::<String>::new());
+}
+
+#[test]
+fn a_killed_slug_run_is_swept_by_the_next_command_and_sigterm_stops_at_once() {
+    let env = Env::new();
+    let slug = env.build("apps/sigterm-ignoring");
+    let run = |env: &Env| {
+        env.cmd()
+            .args(["slug", "run", &slug[..12], "--port", "80"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Port 80 as the unprivileged user: bindable in the container's own network namespace.
+    let mut first = run(&env);
+    let (_, _out1) = wait_for_line(&mut first, "listening on http://");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        !env.leftovers().is_empty(),
+        "SIGKILL leaves the container running until someone sweeps it"
+    );
+
+    // The next command finds and removes it before making its own.
+    let mut second = run(&env);
+    let (_, _out2) = wait_for_line(&mut second, "listening on http://");
+    // http.server has no SIGTERM handler: under the init the signal still reaches it, and it
+    // dies of it (143), not of the SIGKILL that ends the grace period (137).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(second.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_exit(&mut second, Duration::from_secs(60));
+    assert_eq!(
+        status.code(),
+        Some(128 + 15),
+        "not stopped by SIGTERM itself"
+    );
+    assert_eq!(env.settle(), Vec::<String>::new());
+}

@@ -1,0 +1,373 @@
+//! The platform end to end (root): the real `slipway daemon` (with its supervisor) and
+//! `slipway router` as processes of their own, driven by the real CLI, each test with its own
+//! data dir, socket, bridges, subnets and ports; apps answer through the router.
+//! Stacks are shared (`SLIPWAY_TEST_STACKS_DIR`, default /var/lib/slipway).
+mod platform_support;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use platform_support::*;
+use slipway::api::routes::Backend;
+use slipway::supervisor::{Events, Options, Supervisor};
+
+/// A world with its daemon and router running.
+struct Platform {
+    world: World,
+    daemon: Option<Child>,
+    router: Option<Child>,
+}
+
+struct NoEvents;
+impl Events for NoEvents {
+    fn backends_changed(&self, _: &str, _: Vec<Backend>) {}
+    fn event(&self, _: &str, _: &str) {}
+}
+
+impl Platform {
+    fn start() -> Platform {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "platform tests need root (containers, networks): run them as root"
+        );
+        let world = World::new();
+        world.write_config("");
+        let mut p = Platform {
+            world,
+            daemon: None,
+            router: None,
+        };
+        p.start_daemon();
+        let log = std::fs::File::create(p.world.dir.path().join("router.log")).unwrap();
+        p.router = Some(
+            p.world
+                .cmd()
+                .arg("router")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let port = p.world.router_port;
+        p.world
+            .eventually("the router listens", Duration::from_secs(20), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+        p
+    }
+
+    fn start_daemon(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.world.dir.path().join("daemon.log"))
+            .unwrap();
+        self.daemon = Some(
+            self.world
+                .cmd()
+                .arg("daemon")
+                .env(
+                    "SLIPWAY_API_LISTEN",
+                    format!("127.0.0.1:{}", self.world.api_port),
+                )
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        self.world.wait_for_socket(Duration::from_secs(60));
+    }
+
+    fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.world.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// GET / of `app` through the router: the body of a 200, or why not.
+    fn get(&self, app: &str) -> Result<String, String> {
+        match self
+            .world
+            .get(self.world.router_port, &format!("{app}.localhost"))
+        {
+            Some((200, body)) => Ok(body),
+            Some((status, body)) => Err(format!("{status}: {body}")),
+            None => Err("no connection".into()),
+        }
+    }
+
+    /// Waits until `app` answers `want` through the router.
+    fn answers(&self, app: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = self.get(app);
+            if got.as_deref().map(str::trim) == Ok(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{app} answers {got:?}, not {want:?}\ndaemon:\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn kill_daemon(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        for child in [self.daemon.take(), self.router.take()]
+            .into_iter()
+            .flatten()
+        {
+            let mut child = child;
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Whatever a failed test left running: a fresh supervisor adopts it and stops it.
+        let apps: Vec<String> = std::fs::read_dir(self.world.data().join("supervisor/apps"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .strip_suffix(".json")
+                    .map(String::from)
+            })
+            .collect();
+        if !apps.is_empty() {
+            let options = Options {
+                monitor_exe: Some(SLIPWAY.into()),
+                stop_grace: Duration::from_secs(2),
+                ..Options::default()
+            };
+            if let Ok(sup) =
+                Supervisor::start_with(&self.world.config(), Arc::new(NoEvents), options)
+            {
+                for app in &apps {
+                    let _ = sup.stop_app(app);
+                }
+            }
+        }
+    }
+}
+
+/// The runtime's containers of this world.
+fn containers(w: &World) -> Vec<String> {
+    let out = Command::new(RUNTIME)
+        .arg("--root")
+        .arg(w.run_dir().join("runtime"))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn deploy_configure_roll_back_run_log_and_destroy_through_the_router() {
+    let p = Platform::start();
+    let w = &p.world;
+    w.ok(&["create", "shop"]);
+    w.ok(&["env", "set", "-a", "shop", "GREETING=hi"]);
+
+    // A directory.
+    let src = w.dir.path().join("src");
+    write_app(&src, "one");
+    let out = w.ok(&["deploy", "-a", "shop", src.to_str().unwrap()]);
+    let url = format!("http://shop.localhost:{}", w.router_port);
+    assert!(out.contains(&format!("v1 is live at {url}")), "{out}");
+    p.answers("shop", "one hi");
+
+    // A config change makes a release and restarts the app with it.
+    let out = w.ok(&["env", "set", "-a", "shop", "GREETING=bonjour"]);
+    assert!(out.contains("done, v2"), "{out}");
+    p.answers("shop", "one bonjour");
+
+    // A tarball under a top folder, and the same tarball from a URL.
+    write_app(&src, "two");
+    let tgz = w.dir.path().join("two.tgz");
+    tarball(&src, "shop-two", &tgz);
+    w.ok(&["deploy", "-a", "shop", tgz.to_str().unwrap()]);
+    p.answers("shop", "two bonjour");
+    write_app(&src, "three");
+    let tgz3 = w.dir.path().join("three.tgz");
+    tarball(&src, "shop-three", &tgz3);
+    let port = serve_file(std::fs::read(&tgz3).unwrap());
+    let out = w.ok(&[
+        "deploy",
+        "-a",
+        "shop",
+        &format!("http://127.0.0.1:{port}/three.tgz"),
+    ]);
+    assert!(out.contains("Downloading"), "{out}");
+    p.answers("shop", "three bonjour");
+
+    // Rollback: the code and config vars of v1, no build.
+    let out = w.ok(&["rollback", "-a", "shop", "v1"]);
+    assert!(out.contains("v5 (rollback to v1)"), "{out}");
+    p.answers("shop", "one hi");
+
+    // A hostile archive is refused by name; v5 keeps serving.
+    let evil = w.dir.path().join("evil.tgz");
+    hostile_tarball(
+        &[(
+            "../../../../../../../../tmp/slipway-e2e-canary",
+            tar::EntryType::Regular,
+            b"x",
+            None,
+        )],
+        &evil,
+    );
+    let out = w.fails(&["deploy", "-a", "shop", evil.to_str().unwrap()]);
+    assert!(
+        out.contains("slipway-e2e-canary") && out.contains("refused"),
+        "{out}"
+    );
+    assert!(!std::path::Path::new("/tmp/slipway-e2e-canary").exists());
+    p.answers("shop", "one hi");
+
+    // Containers pass through: scale, ps, one-offs with their exit code.
+    w.ok(&["scale", "-a", "shop", "web=2"]);
+    w.eventually("two web containers are up", Duration::from_secs(60), || {
+        let ps: serde_json::Value =
+            serde_json::from_str(&w.ok(&["ps", "-a", "shop", "--json"])).unwrap();
+        ps.as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["kind"] == "web" && c["state"] == "up")
+            .count()
+            == 2
+    });
+    let out = w
+        .cmd()
+        .args([
+            "run",
+            "-a",
+            "shop",
+            "--",
+            "echo \"run $GREETING $CONTAINER\"; exit 3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("run hi run-"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Logs: the app's output, platform events and router lines, in one place.
+    for _ in 0..3 {
+        p.answers("shop", "one hi");
+    }
+    w.eventually("the logs hold everything", Duration::from_secs(20), || {
+        let logs = w.ok(&["logs", "-a", "shop", "-n", "2000"]);
+        logs.contains("served / one")
+            && logs.contains("slipway[router]")
+            && logs.contains("slipway[deploy]: deployment 1 started")
+            && logs.contains("slipway[platform]")
+    });
+    let web = w.ok(&["logs", "-a", "shop", "--ps", "web", "-n", "100"]);
+    assert!(web.lines().all(|l| l.contains("app[web.")), "{web}");
+
+    // Destroy: containers, routes, releases, slugs, cache and logs go.
+    w.ok(&["destroy", "shop", "--confirm", "shop"]);
+    let got = p.get("shop");
+    assert!(matches!(&got, Err(e) if e.starts_with("404")), "{got:?}");
+    assert_eq!(containers(w), Vec::<String>::new());
+    assert_eq!(w.files_mentioning("shop"), Vec::<String>::new());
+    assert!(w.ok(&["apps"]).contains("No apps"));
+}
+
+#[test]
+fn a_daemon_killed_mid_deployment_restarts_consistent() {
+    let mut p = Platform::start();
+    let w = &p.world;
+    w.ok(&["create", "shop"]);
+    let src = w.dir.path().join("src");
+    write_app(&src, "one");
+    w.ok(&["deploy", "-a", "shop", src.to_str().unwrap()]);
+    p.answers("shop", "one hello");
+
+    // A new version whose web process takes its time to listen: the daemon dies while the
+    // rollout waits for it.
+    write_app(&src, "two");
+    let server = std::fs::read_to_string(src.join("server.py")).unwrap();
+    std::fs::write(
+        src.join("server.py"),
+        format!("import time\ntime.sleep(20)\n{server}"),
+    )
+    .unwrap();
+    let mut deploy = w
+        .cmd()
+        .args(["deploy", "-a", "shop", src.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    w.eventually("the rollout starts", Duration::from_secs(120), || {
+        w.ok(&["deployments", "-a", "shop"]).contains("starting")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    p.kill_daemon();
+    let out = deploy.wait().unwrap();
+    assert!(
+        !out.success(),
+        "the CLI lost its daemon: it must say the deployment did not end"
+    );
+    // The router keeps serving v1 while the daemon is away.
+    p.answers("shop", "one hello");
+
+    p.start_daemon();
+    let w = &p.world;
+    let list: serde_json::Value =
+        serde_json::from_str(&w.ok(&["deployments", "-a", "shop", "--json"])).unwrap();
+    assert_eq!(list[0]["status"], "aborted", "{list}");
+    assert!(
+        list[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("daemon stopped during this deployment"),
+        "{list}"
+    );
+    let releases: serde_json::Value =
+        serde_json::from_str(&w.ok(&["releases", "-a", "shop", "--json"])).unwrap();
+    assert_eq!(releases[0]["status"], "failed", "{releases}");
+    assert_eq!(releases[1]["status"], "succeeded", "{releases}");
+    // v1 serves, and keeps serving once the half-started v2 is gone.
+    p.answers("shop", "one hello");
+    w.eventually("only v1's containers run", Duration::from_secs(90), || {
+        let ps: serde_json::Value =
+            serde_json::from_str(&w.ok(&["ps", "-a", "shop", "--json"])).unwrap();
+        ps.as_array().unwrap().iter().all(|c| c["release"] == 1)
+    });
+    p.answers("shop", "one hello");
+
+    // A new deployment works.
+    write_app(&src, "three");
+    let out = w.ok(&["deploy", "-a", "shop", src.to_str().unwrap()]);
+    assert!(out.contains("v3 is live"), "{out}");
+    p.answers("shop", "three hello");
+    w.ok(&["destroy", "shop", "--confirm", "shop"]);
+    assert_eq!(containers(w), Vec::<String>::new());
+}
