@@ -113,7 +113,8 @@ pub(crate) struct Exchange {
     request_id: HeaderValue,
     /// `X-Forwarded-For` as sent, when the client sent one (else the client's address).
     fwd: Option<String>,
-    container: Option<Arc<str>>,
+    /// The backend that served it: an index in `app`'s list.
+    container: Option<usize>,
     connect_ms: u64,
     status: u16,
     bytes: u64,
@@ -154,7 +155,7 @@ impl Exchange {
         &self,
         line: &mut Vec<u8>,
         code: Option<Code>,
-        container: Option<&str>,
+        container: Option<usize>,
         service_ms: u64,
     ) {
         let mut number = itoa::Buffer::new();
@@ -190,7 +191,12 @@ impl Exchange {
             self.fwd.as_deref().unwrap_or(&self.conn.client_ip),
         );
         put("\" container=");
-        put(container.unwrap_or("none"));
+        let container = self
+            .app
+            .as_ref()
+            .zip(container)
+            .and_then(|(app, i)| app.backends.get(i));
+        put(container.map_or("none", |b| &b.container));
         for (name, value, unit) in [
             (" connect=", self.connect_ms, "ms"),
             (" service=", service_ms, "ms"),
@@ -209,7 +215,7 @@ impl Exchange {
     }
 
     /// Logs this exchange to the app's `router.log`.
-    fn log(&self, code: Option<Code>, container: Option<&str>, service_ms: u64) {
+    fn log(&self, code: Option<Code>, container: Option<usize>, service_ms: u64) {
         if let Some(app) = &self.app {
             self.conn.log.line(&app.name, |line| {
                 self.write_message(line, code, container, service_ms)
@@ -230,7 +236,7 @@ impl Drop for Exchange {
             let total = now_ms() - self.start;
             self.log(
                 self.code,
-                self.container.as_deref(),
+                self.container,
                 total.saturating_sub(self.connect_ms),
             );
         }
@@ -321,18 +327,25 @@ pub(crate) async fn handle(
     let Some(host) = request_authority(&req).and_then(normalize_host) else {
         return Ok(exchange.fail(Code::R15, "The request has no usable Host header."));
     };
-    exchange.host.clone_from(&host);
+    exchange.host = host;
     if req.method() == Method::CONNECT {
         return Ok(exchange.fail(Code::R15, "CONNECT is not supported."));
     }
-    let routes = conn.shared.routes.load_full();
-    let Some(app) = routes.app_for_host(&host) else {
-        let detail = format!("No app is served at {}.", html_escape(&host));
+    // The app is kept, not the table: its reference count is the only one touched.
+    let app = conn
+        .shared
+        .routes
+        .load()
+        .app_for_host(&exchange.host)
+        .cloned();
+    let Some(app) = app else {
+        let detail = format!("No app is served at {}.", html_escape(&exchange.host));
         return Ok(exchange.fail(Code::R10, &detail));
     };
-    exchange.app = Some(Arc::clone(app));
+    let no_backends = app.backends.is_empty();
+    exchange.app = Some(app);
     let client_upgrade = prepare_request(&conn, &mut req, &mut exchange);
-    if app.backends.is_empty() {
+    if no_backends {
         return Ok(exchange.fail(Code::R11, Code::R11.explain()));
     }
 
@@ -343,9 +356,10 @@ pub(crate) async fn handle(
         headers: parts.headers,
     };
     let mut refused = Vec::new();
+    let app = exchange.app.as_deref().expect("set above");
     let forwarded = forward(&conn.shared.upstream, app, head, body, &mut refused).await;
     for backend in &refused {
-        exchange.log(Some(Code::R18), Some(&backend.container), 0);
+        exchange.log(Some(Code::R18), Some(*backend), 0);
     }
     let forwarded = match forwarded {
         Ok(forwarded) => forwarded,
@@ -353,19 +367,19 @@ pub(crate) async fn handle(
             return Ok(exchange.fail(Code::R12, Code::R12.explain()));
         }
         Err(ForwardError::Timeout(backend)) => {
-            exchange.container = Some(Arc::clone(&backend.container));
+            exchange.container = Some(backend);
             return Ok(exchange.fail(Code::R13, Code::R13.explain()));
         }
-        Err(ForwardError::Closed(backend, _why)) => {
-            exchange.container = Some(Arc::clone(&backend.container));
+        Err(ForwardError::Closed(backend)) => {
+            exchange.container = Some(backend);
             return Ok(exchange.fail(Code::R14, Code::R14.explain()));
         }
         Err(ForwardError::ClientGone(backend)) => {
-            exchange.container = Some(Arc::clone(&backend.container));
+            exchange.container = Some(backend);
             return Ok(exchange.fail(Code::R16, Code::R16.explain()));
         }
     };
-    exchange.container = Some(Arc::clone(&forwarded.backend.container));
+    exchange.container = Some(forwarded.backend);
     exchange.connect_ms = forwarded.connect_ms;
     let mut response = forwarded.response;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -471,55 +485,52 @@ fn prepare_request(
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1); with `upgrade`, keeps `Upgrade` and
 /// sends `Connection: upgrade`.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages have none: one pass over the names instead of a lookup per name.
-    let any = headers.keys().any(|name| {
-        matches!(
-            name.as_str(),
-            "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "te"
-                | "transfer-encoding"
-                | "trailer"
-                | "proxy-authorization"
-                | "upgrade"
-        )
-    });
-    if !any {
-        if upgrade {
-            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        }
-        return;
-    }
-    if headers.contains_key(CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .collect();
-        for name in listed {
-            if name != HOST && !(upgrade && name == UPGRADE) {
-                headers.remove(name);
-            }
-        }
-        headers.remove(CONNECTION);
-    }
-    for name in [
+    const HOP_BY_HOP: [HeaderName; 8] = [
+        CONNECTION,
         KEEP_ALIVE,
         PROXY_CONNECTION,
         TE,
         TRANSFER_ENCODING,
         TRAILER,
         PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
+        UPGRADE,
+    ];
+    // One pass over the names (standard names compare as tags), then lookups only for
+    // what is there: most requests have none, most responses `Connection: keep-alive`.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << i;
+        }
+    }
+    if present & 1 != 0 {
+        let listed: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // The usual tokens name no header, or one removed below anyway.
+            .filter(|token| {
+                !["close", "keep-alive", "upgrade"]
+                    .iter()
+                    .any(|usual| token.eq_ignore_ascii_case(usual))
+            })
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .collect();
+        for name in listed {
+            if name != HOST {
+                headers.remove(name);
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 && !(upgrade && *name == UPGRADE) {
+            headers.remove(name);
+        }
     }
     if upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(UPGRADE);
     }
 }
 

@@ -132,7 +132,8 @@ impl Body for RequestBody {
 #[derive(Debug)]
 pub(crate) struct Forwarded {
     pub response: Response<Incoming>,
-    pub backend: Arc<Backend>,
+    /// Index of the backend in the app's list.
+    pub backend: usize,
     /// Time spent opening the connection (0 when a pooled one was used).
     pub connect_ms: u64,
 }
@@ -142,22 +143,23 @@ pub(crate) struct Forwarded {
 pub(crate) enum ForwardError {
     /// Every backend refused the connection (or could not be reached in time).
     AllRefused,
-    /// No response head within the backend timeout.
-    Timeout(Arc<Backend>),
+    /// No response head within the backend timeout (from the backend at this index).
+    Timeout(usize),
     /// The backend closed or reset the connection before a response head.
-    Closed(Arc<Backend>, String),
+    Closed(usize),
     /// The client's request body broke off (the client went away).
-    ClientGone(Arc<Backend>),
+    ClientGone(usize),
 }
 
 /// Sends the request to one of `app`'s backends (at least one) and returns its response
-/// head. Backends that refused the connection on the way are pushed to `refused`.
+/// head. Backends that refused the connection on the way are pushed to `refused` (as
+/// indexes in the app's list).
 pub(crate) async fn forward(
     config: &UpstreamConfig,
     app: &App,
     head: RequestHead,
     body: Incoming,
-    refused: &mut Vec<Arc<Backend>>,
+    refused: &mut Vec<usize>,
 ) -> Result<Forwarded, ForwardError> {
     let mut sent_at = recent_ms();
     // Only a request body has progress to track.
@@ -187,10 +189,8 @@ pub(crate) async fn forward(
         };
         let backend = &app.backends[index];
         if attempts > app.backends.len() + 2 {
-            return Err(ForwardError::Closed(
-                Arc::clone(backend),
-                "connections closed before the request could be sent".into(),
-            ));
+            // Every connection closed before the request could be sent.
+            return Err(ForwardError::Closed(index));
         }
         let pooled = if fresh {
             None
@@ -213,7 +213,7 @@ pub(crate) async fn forward(
                     Ok(sender) => (sender, now_ms() - start),
                     Err(_) => {
                         backend.quarantine(now_ms() + config.quarantine.as_millis() as u64);
-                        refused.push(Arc::clone(backend));
+                        refused.push(index);
                         tried.push(index);
                         continue;
                     }
@@ -244,7 +244,7 @@ pub(crate) async fn forward(
         let sent = tokio::select! {
             sent = sender.try_send_request(request) => sent,
             () = head_deadline(progress.as_deref(), sent_at, config.backend_timeout) => {
-                return Err(ForwardError::Timeout(Arc::clone(backend)));
+                return Err(ForwardError::Timeout(index));
             }
         };
         match sent {
@@ -255,7 +255,7 @@ pub(crate) async fn forward(
                 }
                 return Ok(Forwarded {
                     response,
-                    backend: Arc::clone(backend),
+                    backend: index,
                     connect_ms,
                 });
             }
@@ -267,14 +267,11 @@ pub(crate) async fn forward(
                     .as_ref()
                     .is_some_and(|p| p.client_failed.load(Ordering::Relaxed))
                 {
-                    return Err(ForwardError::ClientGone(Arc::clone(backend)));
+                    return Err(ForwardError::ClientGone(index));
                 } else if replay {
                     again = Some(index);
                 } else {
-                    return Err(ForwardError::Closed(
-                        Arc::clone(backend),
-                        error.into_error().to_string(),
-                    ));
+                    return Err(ForwardError::Closed(index));
                 }
             }
         }
