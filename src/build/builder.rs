@@ -292,7 +292,7 @@ fn prepare_buildpacks(
         let source = BuildpackSource::parse_with(url, &opts.source_dir, opts.buildpack_policy)
             .map_err(|e| SourceError::InConfigVar {
                 name: "BUILDPACK_URL",
-                source: Box::new(e),
+                cause: Box::new(e),
             })?;
         Some(vec![source])
     } else if let Some(text) =

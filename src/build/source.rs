@@ -71,17 +71,17 @@ pub enum SourceError {
     },
     #[error("buildpack source {spec:?} names a path on the build host, which an app may not use; give a buildpack URL instead ({URL_FORMS}), for example by pushing the buildpack to a git server, or have the operator allow local buildpacks (slipway build --allow-local-buildpacks)")]
     LocalNotAllowed { spec: String },
-    #[error(".buildpacks line {line}: {source}")]
+    /// The cause is part of the message (and not a `source`, which error reports would print
+    /// a second time).
+    #[error(".buildpacks line {line}: {cause}")]
     InFile {
         line: usize,
-        #[source]
-        source: Box<SourceError>,
+        cause: Box<SourceError>,
     },
-    #[error("config var {name}: {source}")]
+    #[error("config var {name}: {cause}")]
     InConfigVar {
         name: &'static str,
-        #[source]
-        source: Box<SourceError>,
+        cause: Box<SourceError>,
     },
     #[error("{tool} not found ({source}); run scripts/install-deps")]
     ToolMissing {
@@ -448,7 +448,7 @@ pub fn parse_buildpacks_file(
         let source =
             BuildpackSource::parse_with(line, base, policy).map_err(|e| SourceError::InFile {
                 line: index + 1,
-                source: Box::new(e),
+                cause: Box::new(e),
             })?;
         sources.push(source);
     }

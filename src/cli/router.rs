@@ -11,9 +11,9 @@ use slipway::router::{parse_duration, RouterConfig, DEFAULT_LISTEN};
 
 #[derive(Debug, Args)]
 pub struct RouterArgs {
-    /// HTTP listen address.
-    #[arg(long, env = "SLIPWAY_ROUTER_LISTEN", default_value = DEFAULT_LISTEN)]
-    listen: SocketAddr,
+    /// HTTP listen address [default: router_listen of the config file, else 0.0.0.0:80].
+    #[arg(long, env = "SLIPWAY_ROUTER_LISTEN")]
+    listen: Option<SocketAddr>,
     /// HTTPS listen address (certificates per domain come from the route table).
     #[arg(long, env = "SLIPWAY_ROUTER_TLS_LISTEN")]
     tls_listen: Option<SocketAddr>,
@@ -52,7 +52,17 @@ pub struct RouterArgs {
 pub fn run(paths: &Config, args: RouterArgs) -> anyhow::Result<()> {
     // routes.json lives in the run dir; app logs under the data dir.
     let mut config = RouterConfig::new(paths.run_dir.clone(), paths.data_dir.clone());
-    config.listen = args.listen;
+    // The flag, else the config file's router_listen (the daemon builds app URLs from the
+    // same value), else the default.
+    config.listen = match args.listen {
+        Some(addr) => addr,
+        None => paths.router_listen.parse().with_context(|| {
+            format!(
+                "router_listen {:?} in the config: use IP:PORT, e.g. {DEFAULT_LISTEN}",
+                paths.router_listen
+            )
+        })?,
+    };
     config.tls_listen = args.tls_listen;
     if let Some(workers) = args.workers {
         config.workers = workers.max(1);
