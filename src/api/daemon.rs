@@ -164,6 +164,8 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            // The stack the slug was built for names its run stack.
+            stack: crate::build::builder::run_stack_of(&release.stack).to_string(),
         })
     }
 

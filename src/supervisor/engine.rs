@@ -1033,12 +1033,12 @@ impl Shared {
         let _ = std::fs::remove_file(self.settings.desired_file(app));
     }
 
-    /// The run stack for a new release.
-    pub fn run_stack(&self) -> Result<PathBuf, SupervisorError> {
-        match StackStore::new(&self.settings.stacks_dir).find("run") {
+    /// The run stack `name` (a release's), as stored now.
+    pub fn run_stack(&self, name: &str) -> Result<PathBuf, SupervisorError> {
+        match StackStore::new(&self.settings.stacks_dir).find(name) {
             Ok(Some(s)) => Ok(s.path),
             Ok(None) => Err(SupervisorError::Stack(format!(
-                "no current run stack in {}",
+                "no current {name} stack in {} (slipway stacks build {name})",
                 self.settings.stacks_dir.display()
             ))),
             Err(e) => Err(SupervisorError::Stack(e.to_string())),

@@ -70,6 +70,14 @@ pub struct Release {
     pub process_types: Vec<ProcessType>,
     /// Config vars.
     pub env: Vec<(String, String)>,
+    /// The run stack its containers stand on (`run`, `run-13`: the stack the slug was built
+    /// for).
+    #[serde(default = "default_run_stack")]
+    pub stack: String,
+}
+
+fn default_run_stack() -> String {
+    "run".into()
 }
 
 impl Release {
@@ -385,6 +393,7 @@ mod tests {
                 })
                 .collect(),
             env: Vec::new(),
+            stack: "run".into(),
         };
         let scalable: Vec<&str> = release.scalable_types().map(|p| p.name.as_str()).collect();
         assert_eq!(scalable, ["web", "worker"]);

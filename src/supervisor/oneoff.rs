@@ -140,7 +140,7 @@ pub fn start(
     crate::applog::validate_app(app).map_err(|e| SupervisorError::BadName(e.to_string()))?;
     let stack = match sh.desired(app) {
         Some(d) if d.release.version == release.version => d.stack_dir,
-        _ => sh.run_stack()?,
+        _ => sh.run_stack(&release.stack)?,
     };
     let max = sh.settings.options.max_one_offs;
     let mut out = Outbox::default();

@@ -30,7 +30,7 @@ pub fn rollout(
     let op = sh.op(app);
     let _op = op.lock().unwrap_or_else(|e| e.into_inner());
     let stack = sh
-        .run_stack()
+        .run_stack(&release.stack)
         .map_err(|e| RolloutError::Start(e.to_string()))?;
     for kind in formation.0.keys() {
         if release.scalable_types().all(|p| &p.name != kind) && formation.scale_of(kind).count > 0 {

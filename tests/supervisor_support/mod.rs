@@ -375,6 +375,7 @@ pub fn release(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        stack: "run".into(),
     }
 }
 
