@@ -22,7 +22,7 @@ use super::http::ApiError;
 use super::runner::{self, Events, Formation, Runner, Scale, Size};
 use crate::build::slug::SlugStore;
 use crate::config::Config;
-use crate::platform::model::{self, effective_formation, DeploymentStatus};
+use crate::platform::model::{self, effective_formation, DeploymentStatus, SourceKind};
 use crate::platform::source_archive::ArchiveLimits;
 use crate::platform::store::{Store, StoreError};
 
@@ -332,7 +332,7 @@ fn recover(
     let mut apps = Vec::new();
     for q in queued {
         let archive = deployments_dir.join(q.id.to_string()).join("archive");
-        if q.source_url.is_none() && !archive.is_file() {
+        if q.source_kind == SourceKind::Archive && !archive.is_file() {
             store.set_deployment_status(
                 q.id,
                 DeploymentStatus::Aborted,
@@ -409,6 +409,11 @@ pub async fn run(
     let deployments_dir = config.data_dir.join(DEPLOYMENTS_DIR);
     let resume = recover(&store, &events, &deployments_dir)?;
     let token = ensure_token(&config.token_file)?;
+    super::git_http::install_hooks(&config.data_dir, &opts.slipway_exe)
+        .map_err(io_err("writing the git hooks in", &config.data_dir))?;
+    // Checkouts of pushes a killed daemon left behind (their pushes failed with it).
+    let _ =
+        crate::build::archive::remove_tree(&crate::platform::git::checkouts_dir(&config.data_dir));
     let unix = bind_socket(&config.socket)?;
     let tcp = match config.api_listen {
         Some(addr) => Some(

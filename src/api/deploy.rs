@@ -31,7 +31,10 @@ use super::runner::RolloutError;
 use super::wire::{DeploymentEnd, StreamEvent};
 use crate::build::slug::is_slug_id;
 use crate::config::Config;
-use crate::platform::model::{Deployment, DeploymentStatus, Release, ReleaseStatus, POSTDEPLOY};
+use crate::platform::git;
+use crate::platform::model::{
+    Deployment, DeploymentStatus, Release, ReleaseStatus, SourceKind, POSTDEPLOY,
+};
 use crate::platform::process_types::ProcessType;
 use crate::platform::source_archive;
 
@@ -329,31 +332,16 @@ async fn build(
     log: &DeployLog,
 ) -> Result<BuildOutput, Failure> {
     let fail = |reason: String| (DeploymentStatus::BuildError, reason);
-    let archive = work_dir.join("archive");
     tokio::fs::create_dir_all(work_dir)
         .await
         .map_err(|e| fail(format!("creating {}: {e}", work_dir.display())))?;
-    if let Some(url) = &dep.source_url {
-        log.line(&format!("-----> Downloading {url}"));
-        download(url, &archive, d.opts.archive_limits.max_archive_bytes)
-            .await
-            .map_err(fail)?;
-    }
-    log.line("-----> Unpacking the source");
-    let src = work_dir.join("src");
-    let limits = d.opts.archive_limits;
-    let root = tokio::task::spawn_blocking({
-        let (archive, src) = (archive.clone(), src.clone());
-        move || {
-            std::fs::create_dir_all(&src)
-                .map_err(|e| format!("creating {}: {e}", src.display()))?;
-            source_archive::unpack(&archive, &src, &limits).map_err(|e| e.to_string())
-        }
-    })
-    .await
-    .map_err(|e| fail(format!("unpacking stopped: {e}")))?
-    .map_err(fail)?;
-    let _ = tokio::fs::remove_file(&archive).await;
+    let (root, source_version) = match dep.source_kind {
+        SourceKind::Git => check_out(d, dep, work_dir, log).await.map_err(fail)?,
+        SourceKind::Archive | SourceKind::Url => (
+            unpack(d, dep, work_dir, log).await.map_err(fail)?,
+            dep.source_version.clone(),
+        ),
+    };
 
     let _slot = d
         .build_slots_acquire(log)
@@ -369,6 +357,9 @@ async fn build(
         .arg(d.opts.build_timeout.as_secs().to_string());
     if d.config().allow_local_buildpacks {
         cmd.arg("--allow-local-buildpacks");
+    }
+    if let Some(commit) = &source_version {
+        cmd.arg("--source-version").arg(commit);
     }
     // Config vars go through a file only root can read: on the command line any local user
     // would see them in /proc/PID/cmdline.
@@ -460,6 +451,82 @@ async fn build(
         ));
     }
     Ok(output)
+}
+
+/// Downloads (when a URL) and unpacks the archive of `dep`: the source's root.
+async fn unpack(
+    d: &Daemon,
+    dep: &Deployment,
+    work_dir: &Path,
+    log: &DeployLog,
+) -> Result<PathBuf, String> {
+    let archive = work_dir.join("archive");
+    if let (SourceKind::Url, Some(url)) = (dep.source_kind, &dep.source_url) {
+        log.line(&format!("-----> Downloading {url}"));
+        download(url, &archive, d.opts.archive_limits.max_archive_bytes).await?;
+    }
+    log.line("-----> Unpacking the source");
+    let src = work_dir.join("src");
+    let limits = d.opts.archive_limits;
+    let root = tokio::task::spawn_blocking({
+        let (archive, src) = (archive.clone(), src.clone());
+        move || {
+            std::fs::create_dir_all(&src)
+                .map_err(|e| format!("creating {}: {e}", src.display()))?;
+            source_archive::unpack(&archive, &src, &limits).map_err(|e| e.to_string())
+        }
+    })
+    .await
+    .map_err(|e| format!("unpacking stopped: {e}"))??;
+    let _ = tokio::fs::remove_file(&archive).await;
+    Ok(root)
+}
+
+/// Fetches the branch of a `git` deployment into the app's repository and checks the commit
+/// out, submodules included: the source's root and the commit.
+async fn check_out(
+    d: &Daemon,
+    dep: &Deployment,
+    work_dir: &Path,
+    log: &DeployLog,
+) -> Result<(PathBuf, Option<String>), String> {
+    let (Some(url), Some(branch)) = (dep.source_url.clone(), dep.git_branch.clone()) else {
+        return Err("the deployment names no repository and branch".into());
+    };
+    log.line(&format!(
+        "-----> Fetching {branch} from {}",
+        git::without_credentials(&url)
+    ));
+    let repo = git::repo_dir(&d.config().data_dir, &dep.app);
+    let src = work_dir.join("src");
+    let limits = d.opts.archive_limits;
+    let wanted = dep.source_version.clone();
+    let (commit, submodules) = tokio::task::spawn_blocking(move || {
+        git::ensure_repo(&repo)?;
+        let head = git::fetch_branch(&repo, &url, &branch)?;
+        let commit = match wanted {
+            Some(c) => git::resolve_commit(&repo, &c).map_err(|_| {
+                git::GitError::Refused(format!(
+                    "commit {c} is not on branch {branch} of {} (was it force-pushed away?); push again",
+                    git::without_credentials(&url)
+                ))
+            })?,
+            None => head,
+        };
+        git::checkout(&repo, &commit, &src, &limits, &[], Some(&url)).map(|n| (commit, n))
+    })
+    .await
+    .map_err(|e| format!("the checkout stopped: {e}"))?
+    .map_err(|e| e.to_string())?;
+    log.line(&format!(
+        "-----> Checked out {commit}{}",
+        match submodules {
+            0 => String::new(),
+            1 => " with 1 submodule".into(),
+            n => format!(" with {n} submodules"),
+        }
+    ));
+    Ok((work_dir.join("src"), Some(commit)))
 }
 
 impl Daemon {

@@ -6,6 +6,8 @@ pub mod client;
 pub mod daemon;
 pub mod deploy;
 pub mod events;
+pub mod git_http;
+pub mod github;
 pub mod http;
 pub mod routes;
 pub mod runner;

@@ -23,7 +23,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -42,8 +42,10 @@ use crate::build::app_name::check_app_name;
 use crate::build::env_vars;
 use crate::build::process_type::is_valid_type;
 use crate::build::source::{BuildpackPolicy, BuildpackSource};
+use crate::platform::git;
 use crate::platform::model::{
-    ConfigVars, Deployment, DeploymentStatus, FormationEntry, Release, ReleaseStatus, DEFAULT_SIZE,
+    ConfigVars, Deployment, DeploymentStatus, FormationEntry, NewDeployment, Release,
+    ReleaseStatus, SourceKind, DEFAULT_SIZE,
 };
 
 type D = State<Arc<Daemon>>;
@@ -53,7 +55,14 @@ pub fn router(d: Arc<Daemon>) -> Router {
     let api = Router::new()
         .route("/health", get(health))
         .route("/apps", get(list_apps).post(create_app))
-        .route("/apps/{app}", get(app_info).delete(destroy_app))
+        .route(
+            "/apps/{app}",
+            get(app_info).delete(destroy_app).patch(update_app),
+        )
+        .route(
+            "/apps/{app}/github",
+            axum::routing::put(super::github::link).delete(super::github::unlink),
+        )
         .route(
             "/apps/{app}/deployments",
             get(list_deployments).post(create_deployment),
@@ -75,6 +84,8 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/apps/{app}/logs", get(logs));
     Router::new()
         .nest(PREFIX, api)
+        .route(super::github::WEBHOOK_PATH, post(super::github::webhook))
+        .route("/{repo}/{*rest}", any(super::git_http::serve))
         .fallback(|| async {
             ApiError::not_found(format!(
                 "no such API path; this daemon serves {PREFIX}/…: update the slipway CLI to the daemon's version"
@@ -114,21 +125,44 @@ where
         .await;
 }
 
-/// `Authorization: Bearer TOKEN`, compared in constant time.
-async fn require_token(State(d): D, req: Request, next: Next) -> Response {
-    let given = req
+/// The token a request carries: `Authorization: Bearer TOKEN`, or HTTP Basic with the token
+/// as the password (what git sends; the user name is not checked).
+fn given_token(req: &Request) -> Option<String> {
+    let value = req
         .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let ok = given.is_some_and(|t| bool::from(t.as_bytes().ct_eq(d.token().as_bytes())));
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Some(token.trim().to_string());
+    }
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded.trim()).ok()?;
+    let (_, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some(password.to_string())
+}
+
+/// The token, compared in constant time; webhooks prove themselves with their signature
+/// instead.
+async fn require_token(State(d): D, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/hooks/") {
+        return next.run(req).await;
+    }
+    let ok =
+        given_token(&req).is_some_and(|t| bool::from(t.as_bytes().ct_eq(d.token().as_bytes())));
     if !ok {
-        return ApiError::new(
+        let mut response = ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong API token: send `Authorization: Bearer TOKEN` with the token `slipway token` prints on the daemon's host (the CLI reads it from SLIPWAY_API_TOKEN)",
+            "missing or wrong API token: send `Authorization: Bearer TOKEN` with the token `slipway token` prints on the daemon's host (the CLI reads it from SLIPWAY_API_TOKEN; git sends it as the HTTP password)",
         )
         .into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"slipway\""),
+        );
+        return response;
     }
     next.run(req).await
 }
@@ -193,11 +227,30 @@ async fn app_info(State(d): D, Path(app): Path<String>) -> ApiResult<Json<AppInf
         domains: d.store.domains(&app)?,
         last_deployment: d.store.deployments(&app)?.into_iter().next(),
         config_vars: a.config.len(),
+        deploy_branch: a.deploy_branch,
+        github: d.store.github_link(&app)?,
         name: a.name,
         created_at: a.created_at,
         release,
         formation,
     }))
+}
+
+async fn update_app(
+    State(d): D,
+    Path(app): Path<String>,
+    JsonBody(change): JsonBody<AppChange>,
+) -> ApiResult<Json<AppInfo>> {
+    existing_app(&d, &app)?;
+    if let Some(branch) = &change.deploy_branch {
+        if branch.is_empty() {
+            d.store.set_deploy_branch(&app, None)?;
+        } else {
+            git::check_branch_name(branch).map_err(ApiError::bad_request)?;
+            d.store.set_deploy_branch(&app, Some(branch))?;
+        }
+    }
+    app_info(State(d), Path(app)).await
 }
 
 #[derive(Deserialize)]
@@ -292,6 +345,7 @@ fn remove_app_files(
     if let Ok(dir) = applog::app_dir(data, app) {
         paths.push(dir);
     }
+    paths.push(git::repo_dir(data, app));
     for dep in deployments {
         paths.push(d.deployments_dir().join(format!("{}.log", dep.id)));
         paths.push(d.deployments_dir().join(dep.id.to_string()));
@@ -333,61 +387,119 @@ fn check_source_url(url: &str) -> ApiResult<()> {
     }
 }
 
+/// What a deployment request asks for: the body is an archive, or JSON naming a URL or the
+/// linked repository's branch.
+async fn deployment_source(
+    d: &Daemon,
+    app: &str,
+    req: Request,
+    upload_to: &std::path::Path,
+) -> ApiResult<(NewDeployment, bool)> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        let JsonBody(body): JsonBody<DeployRequest> = JsonBody::from_request(req, &()).await?;
+        return match (body.source_url, body.branch) {
+            (Some(url), None) => {
+                check_source_url(&url)?;
+                Ok((
+                    NewDeployment {
+                        source: url.clone(),
+                        kind: SourceKind::Url,
+                        url: Some(url),
+                        ..Default::default()
+                    },
+                    false,
+                ))
+            }
+            (None, Some(branch)) => Ok((super::github::branch_deployment(d, app, &branch)?, false)),
+            _ => Err(ApiError::bad_request(
+                "give either {\"source_url\": URL} or {\"branch\": NAME} (a branch of the linked GitHub repository)",
+            )),
+        };
+    }
+    let Query(origin): Query<ArchiveOrigin> =
+        Query::try_from_uri(req.uri()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Some(commit) = &origin.commit {
+        if !git::is_commit_id(commit) {
+            return Err(ApiError::bad_request(format!(
+                "commit {commit:?} is not a full commit id (40 or 64 lower-case hex digits)"
+            )));
+        }
+    }
+    if let Some(branch) = &origin.branch {
+        git::check_branch_name(branch).map_err(ApiError::bad_request)?;
+    }
+    let size = receive_upload(req, upload_to, d.opts.archive_limits.max_archive_bytes).await?;
+    let source = match (&origin.branch, &origin.commit) {
+        (Some(branch), Some(commit)) => format!("git push {branch} {}", &commit[..7]),
+        (None, Some(commit)) => format!("git {}", &commit[..7]),
+        _ => format!("archive ({})", human_bytes(size)),
+    };
+    Ok((
+        NewDeployment {
+            source,
+            kind: SourceKind::Archive,
+            version: origin.commit,
+            git_branch: origin.branch,
+            ..Default::default()
+        },
+        true,
+    ))
+}
+
 async fn create_deployment(
     State(d): D,
     Path(app): Path<String>,
     req: Request,
 ) -> ApiResult<(StatusCode, Json<DeploymentCreated>)> {
     existing_app(&d, &app)?;
-    let is_json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
     let dir = d.deployments_dir();
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
-    let (source, url, upload) = if is_json {
-        let JsonBody(body): JsonBody<DeployFromUrl> = JsonBody::from_request(req, &()).await?;
-        check_source_url(&body.source_url)?;
-        (body.source_url.clone(), Some(body.source_url), None)
-    } else {
-        let limit = d.opts.archive_limits.max_archive_bytes;
-        let tmp = dir.join(format!(".upload-{}", random_hex()));
-        let size = match receive_upload(req, &tmp, limit).await {
-            Ok(size) => size,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(e);
-            }
-        };
-        (format!("archive ({})", human_bytes(size)), None, Some(tmp))
+    let tmp = dir.join(format!(".upload-{}", random_hex()));
+    let (new, uploaded) = match deployment_source(&d, &app, req, &tmp).await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
     };
+    let upload = uploaded.then_some(tmp);
+    let created = enqueue_deployment(&d, &app, &new, upload.as_deref()).await;
+    if let Some(tmp) = &upload {
+        let _ = tokio::fs::remove_file(tmp).await;
+    }
+    Ok((StatusCode::ACCEPTED, Json(created?)))
+}
+
+/// Records a deployment of `app` (its archive moved from `upload` into place) and makes
+/// sure the app's worker runs it.
+pub(super) async fn enqueue_deployment(
+    d: &Arc<Daemon>,
+    app: &str,
+    new: &NewDeployment,
+    upload: Option<&std::path::Path>,
+) -> ApiResult<DeploymentCreated> {
     let ahead = d
         .store
-        .deployments(&app)?
+        .deployments(app)?
         .into_iter()
         .find(|x| x.status.is_active() || x.status == DeploymentStatus::Queued)
         .map(|x| x.id);
-    let dep = match d.store.create_deployment(&app, &source, url.as_deref()) {
-        Ok(dep) => dep,
-        Err(e) => {
-            if let Some(tmp) = &upload {
-                let _ = tokio::fs::remove_file(tmp).await;
-            }
-            return Err(e.into());
-        }
-    };
+    let dep = d.store.create_deployment(app, new)?;
     if let Some(tmp) = upload {
-        let dest = deploy::archive_path(&d, dep.id);
+        let dest = deploy::archive_path(d, dep.id);
         let placed = async {
             tokio::fs::create_dir_all(dest.parent().expect("has a parent")).await?;
-            tokio::fs::rename(&tmp, &dest).await
+            tokio::fs::rename(tmp, &dest).await
         }
         .await;
         if let Err(e) = placed {
-            let _ = tokio::fs::remove_file(&tmp).await;
             let reason = format!("the upload could not be kept: {e}");
             let _ = d
                 .store
@@ -395,14 +507,11 @@ async fn create_deployment(
             return Err(ApiError::internal(reason));
         }
     }
-    d.deployer.enqueue(&d, &app);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(DeploymentCreated {
-            deployment: dep,
-            queued_behind: ahead,
-        }),
-    ))
+    d.deployer.enqueue(d, app);
+    Ok(DeploymentCreated {
+        deployment: dep,
+        queued_behind: ahead,
+    })
 }
 
 use axum::extract::FromRequest as _;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::runner::ContainerInfo;
 use crate::platform::formation::ScaleRequest;
-use crate::platform::model::{ConfigVars, Deployment, FormationEntry, Release};
+use crate::platform::model::{ConfigVars, Deployment, FormationEntry, GithubLink, Release};
 
 /// The API's version prefix.
 pub const PREFIX: &str = "/v1";
@@ -52,13 +52,64 @@ pub struct AppInfo {
     pub formation: Vec<FormationEntry>,
     pub last_deployment: Option<Deployment>,
     pub config_vars: usize,
+    /// The branch a push deploys (`main` or `master` when unset).
+    #[serde(default)]
+    pub deploy_branch: Option<String>,
+    /// The linked GitHub repository.
+    #[serde(default)]
+    pub github: Option<GithubLink>,
 }
 
-/// Deploy from a URL the daemon downloads.
+/// A change to an app's settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppChange {
+    /// The branch a push deploys; an empty string goes back to `main`/`master`.
+    #[serde(default)]
+    pub deploy_branch: Option<String>,
+}
+
+/// Link an app to a GitHub repository.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DeployFromUrl {
-    pub source_url: String,
+pub struct LinkRequest {
+    pub repo: String,
+    pub branch: String,
+    /// The webhook secret; one is made when absent.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// A link just made, with its secret (shown this once) and the webhook's path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkCreated {
+    pub link: GithubLink,
+    pub secret: String,
+    pub webhook_path: String,
+}
+
+/// Deploy from a URL the daemon downloads, or from the linked repository's branch.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// An archive's http(s) URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_url: Option<String>,
+    /// A branch of the app's linked GitHub repository, deployed at its head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+}
+
+/// What an uploaded archive is, when it is a commit (`git push`): the query of the upload.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveOrigin {
+    /// The full commit id (SOURCE_VERSION of the build).
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// The branch it was pushed to.
+    #[serde(default)]
+    pub branch: Option<String>,
 }
 
 /// A deployment just recorded.

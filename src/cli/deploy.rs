@@ -9,7 +9,7 @@ use http::Method;
 
 use slipway::api::client::{channel_body, Client};
 use slipway::api::wire::{
-    DeployFromUrl, DeploymentCreated, DeploymentDetail, DeploymentEnd, StreamEvent,
+    DeployRequest, DeploymentCreated, DeploymentDetail, DeploymentEnd, StreamEvent,
 };
 use slipway::platform::model::{Deployment, DeploymentStatus};
 
@@ -21,7 +21,11 @@ pub struct DeployArgs {
     pub app: AppArg,
     /// A directory (packed without .git), a .tar, .tar.gz or .tgz archive, or an http(s)
     /// URL of one that the daemon downloads.
-    pub source: String,
+    #[arg(required_unless_present = "branch")]
+    pub source: Option<String>,
+    /// Deploy this branch of the app's linked GitHub repository at its head.
+    #[arg(long, conflicts_with = "source")]
+    pub branch: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -49,7 +53,7 @@ pub enum DeploymentsCommand {
 }
 
 /// Packs `dir` as a gzip-compressed tar in a temporary file, leaving `.git` out.
-fn pack_dir(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+pub fn pack_dir(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
     let tmp = tempfile::Builder::new()
         .prefix("slipway-deploy-")
         .suffix(".tar.gz")
@@ -83,8 +87,14 @@ fn pack_dir(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
     Ok(tmp)
 }
 
-/// Uploads the archive at `path` as a new deployment of `app` (a progress bar on a terminal).
-async fn upload(client: &Client, app: &str, path: &Path) -> anyhow::Result<DeploymentCreated> {
+/// Uploads the archive at `path` as a new deployment of `app` (a progress bar on a terminal);
+/// `query` describes it (`commit=…&branch=…` for a pushed commit).
+pub async fn upload(
+    client: &Client,
+    app: &str,
+    path: &Path,
+    query: &str,
+) -> anyhow::Result<DeploymentCreated> {
     let size = std::fs::metadata(path)
         .with_context(|| format!("reading {}", path.display()))?
         .len();
@@ -127,7 +137,7 @@ async fn upload(client: &Client, app: &str, path: &Path) -> anyhow::Result<Deplo
     });
     let created = client
         .upload(
-            &format!("/v1/apps/{}/deployments", encode(app)),
+            &format!("/v1/apps/{}/deployments{query}", encode(app)),
             body,
             "application/octet-stream",
         )
@@ -164,7 +174,7 @@ pub async fn follow(client: &Client, id: i64) -> anyhow::Result<Option<Deploymen
 }
 
 /// Says how a deployment ended; the exit code.
-fn report_end(id: i64, app: &str, end: Option<DeploymentEnd>) -> u8 {
+pub fn report_end(id: i64, app: &str, end: Option<DeploymentEnd>) -> u8 {
     let s = Style::stdout();
     match end {
         Some(DeploymentEnd {
@@ -206,33 +216,44 @@ fn report_end(id: i64, app: &str, end: Option<DeploymentEnd>) -> u8 {
 pub fn deploy(client: &Client, a: DeployArgs) -> anyhow::Result<u8> {
     let app = a.app.resolve(None)?;
     let rt = runtime()?;
-    let lower = a.source.to_ascii_lowercase();
-    let created: DeploymentCreated =
-        if lower.starts_with("http://") || lower.starts_with("https://") {
+    let created: DeploymentCreated = match (&a.source, &a.branch) {
+        (_, Some(branch)) => rt.block_on(client.json(
+            Method::POST,
+            &format!("/v1/apps/{}/deployments", encode(&app)),
+            Some(&DeployRequest {
+                branch: Some(branch.clone()),
+                ..Default::default()
+            }),
+        ))?,
+        (Some(source), None)
+            if source.to_ascii_lowercase().starts_with("http://")
+                || source.to_ascii_lowercase().starts_with("https://") =>
+        {
             rt.block_on(client.json(
                 Method::POST,
                 &format!("/v1/apps/{}/deployments", encode(&app)),
-                Some(&DeployFromUrl {
-                    source_url: a.source.clone(),
+                Some(&DeployRequest {
+                    source_url: Some(source.clone()),
+                    ..Default::default()
                 }),
             ))?
-        } else {
-            let path = PathBuf::from(&a.source);
+        }
+        (Some(source), None) => {
+            let path = PathBuf::from(source);
             let meta = std::fs::metadata(&path).with_context(|| {
-                format!(
-                    "{}: give a directory, a .tar.gz/.tgz/.tar archive or an http(s) URL",
-                    a.source
-                )
+                format!("{source}: give a directory, a .tar.gz/.tgz/.tar archive or an http(s) URL")
             })?;
             if meta.is_dir() {
                 let packed = pack_dir(&path)?;
-                rt.block_on(upload(client, &app, packed.path()))?
+                rt.block_on(upload(client, &app, packed.path(), ""))?
             } else if meta.is_file() {
-                rt.block_on(upload(client, &app, &path))?
+                rt.block_on(upload(client, &app, &path, ""))?
             } else {
-                bail!("{} is neither a directory nor a file", a.source);
+                bail!("{source} is neither a directory nor a file");
             }
-        };
+        }
+        (None, None) => bail!("give a source to deploy, or --branch BRANCH"),
+    };
     let id = created.deployment.id;
     if let Some(ahead) = created.queued_behind {
         println!("-----> Deployment {id} is queued: deployment {ahead} of {app} runs first");

@@ -8,6 +8,7 @@ mod daemon;
 mod deploy;
 mod domains;
 mod formation;
+mod git;
 mod logs;
 mod monitor;
 mod releases;
@@ -165,6 +166,19 @@ pub enum Command {
     /// An app's logs: containers, platform events, router lines.
     Logs(logs::LogsArgs),
 
+    /// Add a git remote for an app to the repository here (`git push slipway main` deploys).
+    GitRemote(git::GitRemoteArgs),
+    /// Show or set the branch a `git push` deploys (default: main or master).
+    DeployBranch(git::DeployBranchArgs),
+    /// Link an app to a GitHub repository (a push to its branch deploys), or unlink it.
+    Integrations(git::IntegrationsArgs),
+    /// The hook git runs for a push (started by the daemon's git service).
+    #[command(hide = true)]
+    GitHook(git::GitHookArgs),
+    /// git's credential helper: answers with the API token.
+    #[command(hide = true)]
+    GitCredential { operation: String },
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page, or write one per command into --dir.
@@ -254,6 +268,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(a) => run::run(&client()?, a),
         Command::Domains(a) => domains::domains(&client()?, a),
         Command::Logs(a) => logs::logs(&client()?, a),
+        Command::GitRemote(a) => git::git_remote(&client()?, &config, a),
+        Command::DeployBranch(a) => git::deploy_branch(&client()?, a),
+        Command::Integrations(a) => git::integrations(&client()?, a),
+        Command::GitHook(a) => git::git_hook(&config, a),
+        Command::GitCredential { operation } => git::git_credential(&config, &operation),
         Command::Daemon(_)
         | Command::Monitor(_)
         | Command::Completions { .. }

@@ -2,6 +2,7 @@
 //! store that keeps it.
 
 pub mod formation;
+pub mod git;
 pub mod model;
 pub mod process_types;
 pub mod procfile;

@@ -16,6 +16,9 @@ pub struct App {
     pub created_at: String,
     /// The config vars the next release gets.
     pub config: ConfigVars,
+    /// The branch a `git push` deploys; `main` or `master` when unset.
+    #[serde(default)]
+    pub deploy_branch: Option<String>,
 }
 
 /// Where a deployment stands. The active ones are `building`, `starting` and
@@ -98,8 +101,18 @@ pub struct Deployment {
     pub status: DeploymentStatus,
     /// What was deployed, for people: `archive (12.3 kB)`, `https://…`.
     pub source: String,
-    /// The URL the daemon downloads the archive from, when the source is a URL.
+    /// Where the source comes from.
+    #[serde(default)]
+    pub source_kind: SourceKind,
+    /// The URL the daemon downloads the archive from (`url`), or fetches the branch from
+    /// (`git`).
     pub source_url: Option<String>,
+    /// The commit deployed (SOURCE_VERSION of the build), when the source is one.
+    #[serde(default)]
+    pub source_version: Option<String>,
+    /// The branch a `git` source is fetched from.
+    #[serde(default)]
+    pub git_branch: Option<String>,
     /// The release it made (set once the build succeeded).
     pub release: Option<u32>,
     /// Why it failed or was aborted.
@@ -107,6 +120,71 @@ pub struct Deployment {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+}
+
+/// How a deployment gets its source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// An archive uploaded with the request (a `git push` sends its commit this way).
+    #[default]
+    Archive,
+    /// An archive the daemon downloads from `source_url`.
+    Url,
+    /// A branch the daemon fetches from the git repository at `source_url` (a linked GitHub
+    /// repository), at `source_version` when given, else at the branch's head.
+    Git,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Archive => "archive",
+            SourceKind::Url => "url",
+            SourceKind::Git => "git",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<SourceKind> {
+        [SourceKind::Archive, SourceKind::Url, SourceKind::Git]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+}
+
+/// What a new deployment is made of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewDeployment {
+    /// For people: `archive (12.3 kB)`, `https://…`, `git main 1a2b3c4`.
+    pub source: String,
+    pub kind: SourceKind,
+    pub url: Option<String>,
+    pub version: Option<String>,
+    pub git_branch: Option<String>,
+}
+
+/// An app linked to a GitHub repository: pushes to `branch` deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GithubLink {
+    pub app: String,
+    /// The repository's URL (`https://github.com/OWNER/REPO`); it is fetched from there.
+    pub repo: String,
+    pub branch: String,
+    /// The webhook secret (HMAC-SHA256 key of `X-Hub-Signature-256`); never shown.
+    #[serde(skip_serializing, default)]
+    pub secret: String,
+    pub created_at: String,
+}
+
+/// A public key allowed to push over SSH.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshKey {
+    pub name: String,
+    /// One `authorized_keys` line's key part: `TYPE BASE64 [COMMENT]`.
+    pub public_key: String,
+    /// `SHA256:…`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    pub created_at: String,
 }
 
 /// Whether a release went live.

@@ -16,7 +16,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::model::{
-    App, ConfigVars, Deployment, DeploymentStatus, FormationEntry, Release, ReleaseStatus,
+    App, ConfigVars, Deployment, DeploymentStatus, FormationEntry, GithubLink, NewDeployment,
+    Release, ReleaseStatus, SourceKind, SshKey,
 };
 use super::process_types::ProcessType;
 use crate::applog::Timestamp;
@@ -70,6 +71,32 @@ pub const MIGRATIONS: &[&str] = &[
         app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
         created_at TEXT NOT NULL
     );",
+    // 2: git sources, deploy branches, GitHub links and their deliveries, SSH keys.
+    "ALTER TABLE deployments ADD COLUMN source_kind TEXT NOT NULL DEFAULT 'archive';
+    UPDATE deployments SET source_kind = 'url' WHERE source_url IS NOT NULL;
+    ALTER TABLE deployments ADD COLUMN source_version TEXT;
+    ALTER TABLE deployments ADD COLUMN git_branch TEXT;
+    ALTER TABLE apps ADD COLUMN deploy_branch TEXT;
+    CREATE TABLE github_links (
+        app TEXT PRIMARY KEY REFERENCES apps(name) ON DELETE CASCADE,
+        repo TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE github_deliveries (
+        id TEXT NOT NULL,
+        app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+        deployment INTEGER,
+        received_at TEXT NOT NULL,
+        PRIMARY KEY (id, app)
+    );
+    CREATE TABLE ssh_keys (
+        name TEXT PRIMARY KEY,
+        public_key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );",
 ];
 
 /// What can go wrong with the store.
@@ -107,6 +134,20 @@ pub enum StoreError {
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+/// A GitHub link's row: app, repo, branch, secret, created_at.
+fn link_from_row(r: &Row) -> rusqlite::Result<GithubLink> {
+    Ok(GithubLink {
+        app: r.get(0)?,
+        repo: r.get(1)?,
+        branch: r.get(2)?,
+        secret: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
+/// An app's row: name, created_at, config (JSON), deploy_branch.
+type RawApp = (String, String, String, Option<String>);
 
 /// The database, shared by the daemon's tasks (one connection behind a lock: every query
 /// is short).
@@ -215,19 +256,21 @@ impl Store {
             name: name.into(),
             created_at,
             config: ConfigVars::new(),
+            deploy_branch: None,
         })
     }
 
-    fn app_from_row(&self, row: &Row) -> rusqlite::Result<(String, String, String)> {
-        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+    fn app_from_row(&self, row: &Row) -> rusqlite::Result<RawApp> {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
     }
 
-    fn to_app(&self, (name, created_at, config): (String, String, String)) -> Result<App> {
+    fn to_app(&self, (name, created_at, config, deploy_branch): RawApp) -> Result<App> {
         let config = serde_json::from_str(&config).map_err(|e| self.corrupt("config", e))?;
         Ok(App {
             name,
             created_at,
             config,
+            deploy_branch,
         })
     }
 
@@ -236,7 +279,7 @@ impl Store {
         let raw = self
             .conn()
             .query_row(
-                "SELECT name, created_at, config FROM apps WHERE name = ?1",
+                "SELECT name, created_at, config, deploy_branch FROM apps WHERE name = ?1",
                 [name],
                 |r| self.app_from_row(r),
             )
@@ -255,7 +298,7 @@ impl Store {
     pub fn apps(&self) -> Result<Vec<App>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT name, created_at, config FROM apps ORDER BY name")
+            .prepare("SELECT name, created_at, config, deploy_branch FROM apps ORDER BY name")
             .map_err(self.err("list apps"))?;
         let rows = stmt
             .query_map([], |r| self.app_from_row(r))
@@ -286,6 +329,21 @@ impl Store {
                 params![app, json],
             )
             .map_err(self.err("save config vars"))?;
+        if n == 0 {
+            return Err(StoreError::NoSuchApp(app.into()));
+        }
+        Ok(())
+    }
+
+    /// Sets (or, with None, clears) the branch a push to `app` deploys.
+    pub fn set_deploy_branch(&self, app: &str, branch: Option<&str>) -> Result<()> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE apps SET deploy_branch = ?2 WHERE name = ?1",
+                params![app, branch],
+            )
+            .map_err(self.err("save the deploy branch"))?;
         if n == 0 {
             return Err(StoreError::NoSuchApp(app.into()));
         }
@@ -454,7 +512,8 @@ impl Store {
     // ---- deployments ----
 
     const DEPLOYMENT_COLUMNS: &'static str =
-        "id, app, status, source, source_url, release, reason, created_at, started_at, finished_at";
+        "id, app, status, source, source_url, release, reason, created_at, started_at, finished_at,
+         source_kind, source_version, git_branch";
 
     fn deployments_where(
         &self,
@@ -480,6 +539,9 @@ impl Store {
                     r.get::<_, String>(7)?,
                     r.get::<_, Option<String>>(8)?,
                     r.get::<_, Option<String>>(9)?,
+                    r.get::<_, String>(10)?,
+                    r.get::<_, Option<String>>(11)?,
+                    r.get::<_, Option<String>>(12)?,
                 ))
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -492,7 +554,11 @@ impl Store {
                     status: DeploymentStatus::parse(&r.2)
                         .ok_or_else(|| self.corrupt("deployment status", &r.2))?,
                     source: r.3,
+                    source_kind: SourceKind::parse(&r.10)
+                        .ok_or_else(|| self.corrupt("deployment source kind", &r.10))?,
                     source_url: r.4,
+                    source_version: r.11,
+                    git_branch: r.12,
                     release: r.5,
                     reason: r.6,
                     created_at: r.7,
@@ -504,19 +570,23 @@ impl Store {
     }
 
     /// Records a new deployment of `app`, queued.
-    pub fn create_deployment(
-        &self,
-        app: &str,
-        source: &str,
-        source_url: Option<&str>,
-    ) -> Result<Deployment> {
+    pub fn create_deployment(&self, app: &str, new: &NewDeployment) -> Result<Deployment> {
         let created_at = now();
         let id = {
             let conn = self.conn();
             conn.execute(
-                "INSERT INTO deployments (app, status, source, source_url, created_at)
-                 VALUES (?1, 'queued', ?2, ?3, ?4)",
-                params![app, source, source_url, created_at],
+                "INSERT INTO deployments
+                 (app, status, source, source_url, created_at, source_kind, source_version, git_branch)
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    app,
+                    new.source,
+                    new.url,
+                    created_at,
+                    new.kind.as_str(),
+                    new.version,
+                    new.git_branch
+                ],
             )
             .map_err(|e| match e {
                 rusqlite::Error::SqliteFailure(f, _)
@@ -532,8 +602,11 @@ impl Store {
             id,
             app: app.into(),
             status: DeploymentStatus::Queued,
-            source: source.into(),
-            source_url: source_url.map(String::from),
+            source: new.source.clone(),
+            source_kind: new.kind,
+            source_url: new.url.clone(),
+            source_version: new.version.clone(),
+            git_branch: new.git_branch.clone(),
             release: None,
             reason: None,
             created_at,
@@ -629,6 +702,143 @@ impl Store {
             )
             .map_err(self.err("fail pending releases"))?;
         Ok(active)
+    }
+
+    // ---- GitHub links ----
+
+    /// Links `app` to a GitHub repository (replacing an earlier link).
+    pub fn set_github_link(&self, link: &GithubLink) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO github_links (app, repo, branch, secret, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(app) DO UPDATE SET repo = ?2, branch = ?3, secret = ?4, created_at = ?5",
+                params![link.app, link.repo, link.branch, link.secret, now()],
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    StoreError::NoSuchApp(link.app.clone())
+                }
+                e => self.err("save a GitHub link")(e),
+            })?;
+        Ok(())
+    }
+
+    /// The link of `app`, if any.
+    pub fn github_link(&self, app: &str) -> Result<Option<GithubLink>> {
+        self.conn()
+            .query_row(
+                "SELECT app, repo, branch, secret, created_at FROM github_links WHERE app = ?1",
+                [app],
+                link_from_row,
+            )
+            .optional()
+            .map_err(self.err("read a GitHub link"))
+    }
+
+    /// Every link, by app.
+    pub fn github_links(&self) -> Result<Vec<GithubLink>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT app, repo, branch, secret, created_at FROM github_links ORDER BY app")
+            .map_err(self.err("list GitHub links"))?;
+        let rows = stmt
+            .query_map([], link_from_row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(self.err("list GitHub links"))?;
+        Ok(rows)
+    }
+
+    /// Removes the link of `app`; whether there was one.
+    pub fn remove_github_link(&self, app: &str) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM github_links WHERE app = ?1", [app])
+            .map_err(self.err("remove a GitHub link"))?;
+        Ok(n > 0)
+    }
+
+    /// Records delivery `id` for `app`; false when it was recorded before (a redelivery).
+    pub fn record_delivery(&self, id: &str, app: &str) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "INSERT INTO github_deliveries (id, app, received_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(id, app) DO NOTHING",
+                params![id, app, now()],
+            )
+            .map_err(self.err("record a webhook delivery"))?;
+        Ok(n > 0)
+    }
+
+    /// Notes the deployment delivery `id` made for `app`.
+    pub fn set_delivery_deployment(&self, id: &str, app: &str, deployment: i64) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE github_deliveries SET deployment = ?3 WHERE id = ?1 AND app = ?2",
+                params![id, app, deployment],
+            )
+            .map_err(self.err("record a webhook delivery"))?;
+        Ok(())
+    }
+
+    /// The deployment delivery `id` made for `app`, if it made one.
+    pub fn delivery_deployment(&self, id: &str, app: &str) -> Result<Option<i64>> {
+        self.conn()
+            .query_row(
+                "SELECT deployment FROM github_deliveries WHERE id = ?1 AND app = ?2",
+                params![id, app],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(self.err("read a webhook delivery"))
+    }
+
+    // ---- SSH keys ----
+
+    /// Adds key `name` (the caller checked the key); false when the name is taken.
+    pub fn add_ssh_key(&self, key: &SshKey) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "INSERT INTO ssh_keys (name, public_key, fingerprint, created_at)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT(name) DO NOTHING",
+                params![key.name, key.public_key, key.fingerprint, now()],
+            )
+            .map_err(self.err("save an SSH key"))?;
+        Ok(n > 0)
+    }
+
+    /// Every SSH key, by name.
+    pub fn ssh_keys(&self) -> Result<Vec<SshKey>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT name, public_key, fingerprint, created_at FROM ssh_keys ORDER BY name")
+            .map_err(self.err("list SSH keys"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(SshKey {
+                    name: r.get(0)?,
+                    public_key: r.get(1)?,
+                    fingerprint: r.get(2)?,
+                    created_at: r.get(3)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(self.err("list SSH keys"))?;
+        Ok(rows)
+    }
+
+    /// Removes key `name`; whether it existed.
+    pub fn remove_ssh_key(&self, name: &str) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM ssh_keys WHERE name = ?1", [name])
+            .map_err(self.err("remove an SSH key"))?;
+        Ok(n > 0)
     }
 
     // ---- formation ----
@@ -786,7 +996,7 @@ mod tests {
             }],
         )
         .unwrap();
-        let dep = s.create_deployment("shop", "archive", None).unwrap();
+        let dep = s.create_deployment("shop", &archive()).unwrap();
         s.delete_app("shop").unwrap();
         assert!(s.releases("shop").unwrap().is_empty());
         assert!(s.domains("shop").unwrap().is_empty());
@@ -804,10 +1014,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path()).unwrap();
         s.create_app("a").unwrap();
-        let one = s.create_deployment("a", "archive", None).unwrap();
-        let two = s
-            .create_deployment("a", "https://x/y.tgz", Some("https://x/y.tgz"))
-            .unwrap();
+        let one = s.create_deployment("a", &archive()).unwrap();
+        let url = NewDeployment {
+            source: "https://x/y.tgz".into(),
+            kind: SourceKind::Url,
+            url: Some("https://x/y.tgz".into()),
+            ..Default::default()
+        };
+        let two = s.create_deployment("a", &url).unwrap();
+        assert_eq!(two.source_kind, SourceKind::Url);
         assert_eq!(s.next_queued("a").unwrap().unwrap().id, one.id);
         s.set_deployment_status(one.id, DeploymentStatus::Building, None)
             .unwrap();
@@ -843,6 +1058,39 @@ mod tests {
             s.deployment(two.id).unwrap().unwrap().status,
             DeploymentStatus::Queued
         );
+    }
+
+    fn archive() -> NewDeployment {
+        NewDeployment {
+            source: "archive".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn git_sources_and_deploy_branches_are_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.create_app("a").unwrap();
+        assert_eq!(s.get_app("a").unwrap().deploy_branch, None);
+        s.set_deploy_branch("a", Some("production")).unwrap();
+        assert_eq!(
+            s.get_app("a").unwrap().deploy_branch.as_deref(),
+            Some("production")
+        );
+        let commit = "c".repeat(40);
+        let new = NewDeployment {
+            source: "git main cccccc".into(),
+            kind: SourceKind::Git,
+            url: Some("https://github.com/acme/a".into()),
+            version: Some(commit.clone()),
+            git_branch: Some("main".into()),
+        };
+        let dep = s.create_deployment("a", &new).unwrap();
+        let read = s.deployment(dep.id).unwrap().unwrap();
+        assert_eq!(read, dep);
+        assert_eq!(read.source_version.as_deref(), Some(commit.as_str()));
+        assert!(s.set_deploy_branch("nope", None).is_err());
     }
 
     #[test]
