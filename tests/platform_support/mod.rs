@@ -2,6 +2,8 @@
 //! ports), the `slipway` CLI pointed at it, raw HTTP requests to the API, and app sources.
 #![allow(dead_code)]
 
+pub mod platform;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -126,6 +128,7 @@ impl World {
         }
         c.env_remove("SLIPWAY_API_URL");
         c.env_remove("SLIPWAY_API_TOKEN");
+        c.env_remove("SLIPWAY_API_LISTEN");
         c.stdin(Stdio::null());
         c
     }
@@ -202,9 +205,14 @@ impl World {
 
     /// GET http://HOST/ through the router (or any local port): (status, body).
     pub fn get(&self, port: u16, host: &str) -> Option<(u16, String)> {
+        self.get_path(port, host, "/")
+    }
+
+    /// GET http://HOST/PATH through the router (or any local port): (status, body).
+    pub fn get_path(&self, port: u16, host: &str, path: &str) -> Option<(u16, String)> {
         let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        Some(http(s, "GET", "/", &[("Host", host)], b""))
+        Some(http(s, "GET", path, &[("Host", host)], b""))
     }
 }
 
@@ -380,6 +388,55 @@ pub fn refuse_hostile_archives(w: &World, app: &str, after_each: impl Fn()) -> u
     cases.len()
 }
 
+/// A static HTTP server on loopback for the files under `root` (git's dumb protocol is
+/// enough to clone a bare repository kept there with `git update-server-info`); its port.
+pub fn serve_dir(root: PathBuf) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let Some(path) = request_path(&mut conn) else {
+                    return;
+                };
+                let path = path.split('?').next().unwrap_or("").trim_start_matches('/');
+                let file = (!path.split('/').any(|p| p == ".."))
+                    .then(|| std::fs::read(root.join(path)).ok())
+                    .flatten();
+                let _ = match file {
+                    Some(body) => write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .and_then(|()| conn.write_all(&body)),
+                    None => write!(
+                        conn,
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    ),
+                };
+            });
+        }
+    });
+    port
+}
+
+/// Reads a request's head: the path it asks for.
+fn request_path(conn: &mut std::net::TcpStream) -> Option<String> {
+    let mut buf = [0u8; 4096];
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    text.split_whitespace().nth(1).map(String::from)
+}
+
 /// A one-shot HTTP server on loopback that serves `body` to every GET; its port.
 pub fn serve_file(body: Vec<u8>) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -389,13 +446,8 @@ pub fn serve_file(body: Vec<u8>) -> u16 {
             let body = body.clone();
             std::thread::spawn(move || {
                 let mut conn = conn;
-                let mut buf = [0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if request_path(&mut conn).is_none() {
+                    return;
                 }
                 let _ = write!(
                     conn,
