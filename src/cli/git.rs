@@ -87,7 +87,10 @@ fn api_base(config: &Config) -> anyhow::Result<String> {
     {
         return Ok(url.trim_end_matches('/').to_string());
     }
-    let addr = config.api_listen.context(
+    let from_env = std::env::var("SLIPWAY_API_LISTEN")
+        .ok()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+    let addr = from_env.or(config.api_listen).context(
         "the daemon has no TCP listener for git: set api_listen in /etc/slipway/config.toml (e.g. \"0.0.0.0:7480\"), or push over SSH with --ssh git@HOST",
     )?;
     let host = if addr.ip().is_unspecified() {
