@@ -8,6 +8,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod platform;
+
 pub const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
 pub const RUNTIME: &str = env!("CARGO_BIN_EXE_slipway-runtime");
 static NEXT: AtomicU32 = AtomicU32::new(0);

@@ -1,0 +1,184 @@
+//! The platform as it runs on a host: a world's real `slipway daemon` (with its supervisor)
+//! and `slipway router`, as processes of their own; stopped, and their containers with them,
+//! when dropped.
+use std::process::Child;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slipway::api::routes::Backend;
+use slipway::supervisor::{Events, Options, Supervisor};
+
+use super::{World, SLIPWAY};
+
+/// A world with its daemon and router running.
+pub struct Platform {
+    pub world: World,
+    pub daemon: Option<Child>,
+    pub router: Option<Child>,
+}
+
+struct NoEvents;
+impl Events for NoEvents {
+    fn backends_changed(&self, _: &str, _: Vec<Backend>) {}
+    fn event(&self, _: &str, _: &str) {}
+}
+
+impl Platform {
+    pub fn start() -> Platform {
+        let world = World::new();
+        world.write_config("");
+        Self::start_in(world)
+    }
+
+    /// Starts the daemon and the router of `world` (its config file written).
+    pub fn start_in(world: World) -> Platform {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "platform tests need root (containers, networks): run them as root"
+        );
+        let mut p = Platform {
+            world,
+            daemon: None,
+            router: None,
+        };
+        p.start_daemon();
+        let log = std::fs::File::create(p.world.dir.path().join("router.log")).unwrap();
+        p.router = Some(
+            p.world
+                .cmd()
+                .arg("router")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let port = p.world.router_port;
+        p.world
+            .eventually("the router listens", Duration::from_secs(20), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+        p
+    }
+
+    pub fn start_daemon(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.world.dir.path().join("daemon.log"))
+            .unwrap();
+        // As systemd does for Type=notify: the daemon says READY=1 once it serves.
+        let notify_path = self.world.dir.path().join("notify.sock");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        self.daemon = Some(
+            self.world
+                .cmd()
+                .arg("daemon")
+                .env(
+                    "SLIPWAY_API_LISTEN",
+                    format!("127.0.0.1:{}", self.world.api_port),
+                )
+                .env("NOTIFY_SOCKET", &notify_path)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let mut buf = [0u8; 256];
+        let n = notify
+            .recv(&mut buf)
+            .expect("the daemon never said READY=1");
+        assert_eq!(&buf[..n], b"READY=1");
+        assert!(
+            std::os::unix::net::UnixStream::connect(self.world.socket()).is_ok(),
+            "READY=1 before the API listens"
+        );
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.world.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// GET / of `app` through the router: the body of a 200, or why not.
+    pub fn get(&self, app: &str) -> Result<String, String> {
+        match self
+            .world
+            .get(self.world.router_port, &format!("{app}.localhost"))
+        {
+            Some((200, body)) => Ok(body),
+            Some((status, body)) => Err(format!("{status}: {body}")),
+            None => Err("no connection".into()),
+        }
+    }
+
+    /// Waits until `app` answers `want` through the router.
+    pub fn answers(&self, app: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = self.get(app);
+            if got.as_deref().map(str::trim) == Ok(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{app} answers {got:?}, not {want:?}\ndaemon:\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        for child in [self.daemon.take(), self.router.take()]
+            .into_iter()
+            .flatten()
+        {
+            let mut child = child;
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Whatever a failed test left running: a fresh supervisor adopts it and stops it.
+        let apps: Vec<String> = std::fs::read_dir(self.world.data().join("supervisor/apps"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .strip_suffix(".json")
+                    .map(String::from)
+            })
+            .collect();
+        if !apps.is_empty() {
+            let options = Options {
+                monitor_exe: Some(SLIPWAY.into()),
+                stop_grace: Duration::from_secs(2),
+                ..Options::default()
+            };
+            if let Ok(sup) =
+                Supervisor::start_with(&self.world.config(), Arc::new(NoEvents), options)
+            {
+                for app in &apps {
+                    let _ = sup.stop_app(app);
+                }
+            }
+        }
+    }
+}
