@@ -19,6 +19,7 @@ pub const DEFAULT_APP_BRIDGE: &str = "slipway1";
 pub const DEFAULT_APP_SUBNET: &str = "10.210.0.0/24";
 pub const DEFAULT_BASE_DOMAIN: &str = "localhost";
 pub const DEFAULT_ROUTER_LISTEN: &str = "0.0.0.0:80";
+pub const DEFAULT_GIT_USER: &str = "git";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -70,6 +71,13 @@ pub struct Config {
     pub base_domain: String,
     /// Whether app owners may name host paths as buildpacks (`.buildpacks`, BUILDPACK_URL).
     pub allow_local_buildpacks: bool,
+    /// The `authorized_keys` file the daemon writes from `slipway keys` (sshd reads it for
+    /// the git user).
+    pub git_authorized_keys: PathBuf,
+    /// The socket `slipway git-shell` hands an SSH push to the daemon on.
+    pub git_socket: PathBuf,
+    /// The account sshd runs `slipway git-shell` as: its group may use the git socket.
+    pub git_user: String,
 }
 
 /// Values given on the command line or in the environment; `None` falls through.
@@ -91,6 +99,9 @@ pub struct Overrides {
     pub router_listen: Option<String>,
     pub base_domain: Option<String>,
     pub allow_local_buildpacks: Option<bool>,
+    pub git_authorized_keys: Option<PathBuf>,
+    pub git_socket: Option<PathBuf>,
+    pub git_user: Option<String>,
 }
 
 /// The config file's shape: every key optional, unknown keys refused (a typo must not be
@@ -109,6 +120,9 @@ struct FileConfig {
     router_listen: Option<String>,
     base_domain: Option<String>,
     allow_local_buildpacks: Option<bool>,
+    git_authorized_keys: Option<PathBuf>,
+    git_socket: Option<PathBuf>,
+    git_user: Option<String>,
     build_network: Option<FileNetwork>,
     app_network: Option<FileNetwork>,
 }
@@ -204,6 +218,11 @@ impl Config {
             })?),
             _ => None,
         };
+        let git_user = o
+            .git_user
+            .or(f.git_user)
+            .unwrap_or_else(|| DEFAULT_GIT_USER.into());
+        check_user_name(&git_user)?;
         Ok(Config {
             stacks_dir: o
                 .stacks_dir
@@ -229,6 +248,15 @@ impl Config {
                 .allow_local_buildpacks
                 .or(f.allow_local_buildpacks)
                 .unwrap_or(false),
+            git_authorized_keys: o
+                .git_authorized_keys
+                .or(f.git_authorized_keys)
+                .unwrap_or_else(|| data_dir.join("git-home/.ssh/authorized_keys")),
+            git_socket: o
+                .git_socket
+                .or(f.git_socket)
+                .unwrap_or_else(|| run_dir.join("git.sock")),
+            git_user,
             data_dir,
             run_dir,
             runtime,
@@ -250,6 +278,25 @@ fn installed_buildpacks(exe_dir: Option<&Path>) -> Option<PathBuf> {
         dir.join("../../../buildpacks"),
     ];
     candidates.into_iter().find(|p| p.join("procfile").is_dir())
+}
+
+/// A user name as `useradd` makes them (it is looked up, never run).
+fn check_user_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Value {
+            what: "git user",
+            value: name.to_string(),
+            message: "use a user name of 1-32 characters from [A-Za-z0-9_.-]".into(),
+        })
+    }
 }
 
 /// A bridge name the kernel accepts and a subnet that parses as IPv4 CIDR.
@@ -309,6 +356,12 @@ mod tests {
         assert_eq!(c.stacks_dir, PathBuf::from("/srv/slipway"));
         assert_eq!(c.socket, PathBuf::from("/tmp/run/slipway.sock"));
         assert_eq!(c.token_file, PathBuf::from("/srv/slipway/api-token"));
+        assert_eq!(
+            c.git_authorized_keys,
+            PathBuf::from("/srv/slipway/git-home/.ssh/authorized_keys")
+        );
+        assert_eq!(c.git_socket, PathBuf::from("/tmp/run/git.sock"));
+        assert_eq!(c.git_user, "git");
         assert_eq!(c.app_network.bridge, "apps0");
         assert_eq!(c.app_network.subnet, DEFAULT_APP_SUBNET);
         assert_eq!(c.build_network.bridge, DEFAULT_BUILD_BRIDGE);

@@ -110,7 +110,7 @@ fn a_push_deploys_and_a_failing_one_is_rejected_with_the_branch_unmoved() {
         "{out}"
     );
     assert!(out.contains("is live at http://site.localhost"), "{out}");
-    p.answers("site", "/", "one");
+    p.answers_at("site", "/", "one");
     assert_eq!(
         remote_head(w, &repo, "main").as_deref(),
         Some(first.as_str())
@@ -145,7 +145,7 @@ fn a_push_deploys_and_a_failing_one_is_rejected_with_the_branch_unmoved() {
         remote_head(w, &repo, "main").as_deref(),
         Some(first.as_str())
     );
-    assert_eq!(p.get("site", "/").unwrap().trim(), "one");
+    assert_eq!(p.get("site").unwrap().trim(), "one");
 
     // Another branch is kept without deploying.
     let before = deployments(w, "site").len();
@@ -161,7 +161,7 @@ fn a_push_deploys_and_a_failing_one_is_rejected_with_the_branch_unmoved() {
     let (ok, out) = git(w, &repo, &["push", "slipway", "main"]);
     assert!(!ok && out.contains("[rejected]"), "{out}");
     git_ok(w, &repo, &["push", "--force", "slipway", "main"]);
-    p.answers("site", "/", "two");
+    p.answers_at("site", "/", "two");
     assert_eq!(
         remote_head(w, &repo, "main").as_deref(),
         Some(second.as_str())
@@ -177,9 +177,9 @@ fn a_push_deploys_and_a_failing_one_is_rejected_with_the_branch_unmoved() {
     commit_all(w, &repo, "three");
     let out = git_ok(w, &repo, &["push", "slipway", "main"]);
     assert!(out.contains("main: kept without deploying"), "{out}");
-    assert_eq!(p.get("site", "/").unwrap().trim(), "two");
+    assert_eq!(p.get("site").unwrap().trim(), "two");
     git_ok(w, &repo, &["push", "slipway", "main:production"]);
-    p.answers("site", "/", "three");
+    p.answers_at("site", "/", "three");
     w.ok(&["deploy-branch", "-a", "site", "--reset"]);
 
     // Submodules are checked out before the build, from their own URL.
@@ -209,7 +209,7 @@ fn a_push_deploys_and_a_failing_one_is_rejected_with_the_branch_unmoved() {
     commit_all(w, &repo, "with a submodule");
     let out = git_ok(w, &repo, &["push", "slipway", "main"]);
     assert!(out.contains("Checked out 1 submodule"), "{out}");
-    p.answers("site", "/lib/lib.txt", "from the submodule");
+    p.answers_at("site", "/lib/lib.txt", "from the submodule");
 
     // Destroying the app removes its repository.
     w.ok(&["destroy", "site", "--confirm", "site"]);
@@ -400,7 +400,7 @@ fn github_pushes_deploy_the_signed_commit_once_and_nothing_else() {
     let sig = sign(secret, &push);
     let (status, answer) = deliver(w, "push", "d-1", &push, Some(&sig));
     assert_eq!(status, 202, "{answer}");
-    p.answers("shop", "/version", &first);
+    p.answers_at("shop", "/version", &first);
     // GitHub redelivers: the same delivery id deploys nothing more.
     let (status, answer) = deliver(w, "push", "d-1", &push, Some(&sig));
     assert_eq!(status, 200, "{answer}");
@@ -417,8 +417,8 @@ fn github_pushes_deploy_the_signed_commit_once_and_nothing_else() {
     let push = push_event(&url, "refs/heads/main", &first, &second);
     let (status, answer) = deliver(w, "push", "d-2", &push, Some(&sign(secret, &push)));
     assert_eq!(status, 202, "{answer}");
-    p.answers("shop", "/version", &second);
-    assert_eq!(p.get("shop", "/").unwrap().trim(), "second");
+    p.answers_at("shop", "/version", &second);
+    assert_eq!(p.get("shop").unwrap().trim(), "second");
     let log = w.ok(&[
         "deployments",
         "show",
@@ -429,7 +429,7 @@ fn github_pushes_deploy_the_signed_commit_once_and_nothing_else() {
     // By hand: the linked branch at its head.
     let out = w.ok(&["deploy", "-a", "shop", "--branch", "main"]);
     assert!(out.contains("is live"), "{out}");
-    p.answers("shop", "/version", &third);
+    p.answers_at("shop", "/version", &third);
 
     // Unlinked: deliveries find no app.
     w.ok(&["integrations", "unlink", "-a", "shop"]);

@@ -97,6 +97,8 @@ pub struct Daemon {
     pub deployer: Deployer,
     token: String,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Keeps changes of the SSH keys (and of the authorized_keys file) one at a time.
+    pub(crate) keys_lock: tokio::sync::Mutex<()>,
 }
 
 impl Daemon {
@@ -261,10 +263,14 @@ pub fn sd_notify(state: &str) {
     }
 }
 
-/// Binds the API socket root-only: bound under a temporary name, made 0600, renamed into
-/// place, so that nobody else can connect in between. A stale socket (no daemon answers) is
-/// replaced; a live one is an error.
-fn bind_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError> {
+/// Binds a socket of the daemon: bound under a temporary name, given `mode` (and `group`),
+/// renamed into place, so that nobody else can connect in between. A stale socket (no daemon
+/// answers) is replaced; a live one is an error.
+fn bind_socket(
+    path: &Path,
+    mode: u32,
+    group: Option<nix::unistd::Gid>,
+) -> Result<std::os::unix::net::UnixListener, DaemonError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err("creating the socket directory", dir))?;
     }
@@ -278,18 +284,38 @@ fn bind_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonEr
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
-    let listener = std::os::unix::net::UnixListener::bind(&tmp)
-        .map_err(io_err("binding the API socket", &tmp))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| std::fs::rename(&tmp, path))
+    let listener =
+        std::os::unix::net::UnixListener::bind(&tmp).map_err(io_err("binding the socket", &tmp))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| {
+            nix::unistd::chown(&tmp, None, group).map_err(std::io::Error::from)?;
+            std::fs::rename(&tmp, path)
+        })
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            io_err("placing the API socket", path)(e)
+            io_err("placing the socket", path)(e)
         })?;
     listener
         .set_nonblocking(true)
-        .map_err(io_err("configuring the API socket", path))?;
+        .map_err(io_err("configuring the socket", path))?;
     Ok(listener)
+}
+
+/// Binds the git socket: for the git user's group (0660) when that user exists, else for
+/// root alone (0600; pushes over SSH cannot reach the daemon then).
+fn bind_git_socket(config: &Config) -> Result<std::os::unix::net::UnixListener, DaemonError> {
+    let group = match nix::unistd::User::from_name(&config.git_user) {
+        Ok(Some(user)) => Some(user.gid),
+        _ => {
+            eprintln!(
+                "slipway daemon: no user {:?}: pushes over SSH are off (scripts/install makes the user; the config key git_user names another)",
+                config.git_user
+            );
+            None
+        }
+    };
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    bind_socket(&config.git_socket, mode, group)
 }
 
 /// What a killed daemon left: active deployments become `aborted`, pending releases
@@ -414,7 +440,10 @@ pub async fn run(
     // Checkouts of pushes a killed daemon left behind (their pushes failed with it).
     let _ =
         crate::build::archive::remove_tree(&crate::platform::git::checkouts_dir(&config.data_dir));
-    let unix = bind_socket(&config.socket)?;
+    let unix = bind_socket(&config.socket, 0o600, None)?;
+    let git = bind_git_socket(&config).inspect_err(|_| {
+        let _ = std::fs::remove_file(&config.socket);
+    })?;
     let tcp = match config.api_listen {
         Some(addr) => Some(
             std::net::TcpListener::bind(addr)
@@ -427,6 +456,7 @@ pub async fn run(
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(&config.socket);
+            let _ = std::fs::remove_file(&config.git_socket);
             return Err(DaemonError::Runner(e));
         }
     };
@@ -438,7 +468,12 @@ pub async fn run(
         runner,
         token,
         locks: Mutex::new(HashMap::new()),
+        keys_lock: tokio::sync::Mutex::new(()),
     });
+    // sshd may still hold keys removed, or miss keys added, while the daemon was away.
+    if let Err(e) = super::keys::write_authorized_keys(&daemon) {
+        eprintln!("slipway daemon: pushes over SSH will not work: {e}");
+    }
     // The table on disk may predate apps destroyed or domains changed while the daemon was
     // away; backends stay as they were.
     if let Err(e) = daemon.events.write_routes() {
@@ -452,6 +487,13 @@ pub async fn run(
     servers.push(tokio::spawn(super::server::serve_unix(
         daemon.clone(),
         unix,
+        stop_rx.clone(),
+    )));
+    let git = tokio::net::UnixListener::from_std(git)
+        .map_err(io_err("listening on", &config.git_socket))?;
+    servers.push(tokio::spawn(super::git_ssh::serve(
+        daemon.clone(),
+        git,
         stop_rx.clone(),
     )));
     if let Some(tcp) = tcp {
@@ -489,6 +531,7 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
     }
     let _ = std::fs::remove_file(&config.socket);
+    let _ = std::fs::remove_file(&config.git_socket);
     Ok(())
 }
 
@@ -523,15 +566,15 @@ mod tests {
     fn a_live_socket_is_not_taken_over() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("run/api.sock");
-        let l = bind_socket(&p).unwrap();
+        let l = bind_socket(&p, 0o600, None).unwrap();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(matches!(
-            bind_socket(&p),
+            bind_socket(&p, 0o600, None),
             Err(DaemonError::AlreadyRunning(_))
         ));
         drop(l);
         // Stale now: replaced.
-        bind_socket(&p).unwrap();
+        bind_socket(&p, 0o600, None).unwrap();
     }
 }

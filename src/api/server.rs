@@ -13,6 +13,7 @@
 //! | `POST /v1/apps/APP/run` | one-off (`Upgrade: slipway-attach` when attached) |
 //! | `GET`, `POST /v1/apps/APP/domains`, `DELETE …/domains/DOMAIN` | custom domains |
 //! | `GET /v1/apps/APP/logs?lines=N&follow=true&ps=web` | logs |
+//! | `GET`, `POST /v1/keys`, `DELETE /v1/keys/NAME` | SSH keys that may push, `{"name","public_key"}` |
 //!
 //! On the unix socket (root only by its mode) every request is served; on TCP, only those
 //! with `Authorization: Bearer TOKEN`.
@@ -81,7 +82,9 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/apps/{app}/run", post(super::attach::run))
         .route("/apps/{app}/domains", get(list_domains).post(add_domain))
         .route("/apps/{app}/domains/{domain}", delete(remove_domain))
-        .route("/apps/{app}/logs", get(logs));
+        .route("/apps/{app}/logs", get(logs))
+        .route("/keys", get(super::keys::list).post(super::keys::add))
+        .route("/keys/{name}", delete(super::keys::remove));
     Router::new()
         .nest(PREFIX, api)
         .route(super::github::WEBHOOK_PATH, post(super::github::webhook))

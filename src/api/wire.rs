@@ -310,3 +310,11 @@ mod tests {
         let _ = frame::read(&mut huge).await;
     }
 }
+
+/// A public key allowed to push over SSH: `public_key` is the `.pub` file's content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRequest {
+    pub name: String,
+    pub public_key: String,
+}

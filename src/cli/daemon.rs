@@ -22,6 +22,12 @@ pub struct DaemonArgs {
     /// Apps answer at NAME.BASE_DOMAIN.
     #[arg(long, env = "SLIPWAY_BASE_DOMAIN")]
     pub base_domain: Option<String>,
+    /// The account sshd runs `slipway git-shell` as (its group may use the git socket).
+    #[arg(long, env = "SLIPWAY_GIT_USER")]
+    pub git_user: Option<String>,
+    /// The authorized_keys file written from `slipway keys`.
+    #[arg(long, env = "SLIPWAY_GIT_AUTHORIZED_KEYS")]
+    pub git_authorized_keys: Option<std::path::PathBuf>,
     /// Longest build, in seconds.
     #[arg(long, default_value_t = 1200)]
     pub build_timeout: u64,

@@ -9,6 +9,8 @@ mod deploy;
 mod domains;
 mod formation;
 mod git;
+mod git_shell;
+mod keys;
 mod logs;
 mod monitor;
 mod releases;
@@ -175,6 +177,11 @@ pub enum Command {
     /// The hook git runs for a push (started by the daemon's git service).
     #[command(hide = true)]
     GitHook(git::GitHookArgs),
+    /// The SSH keys that may push (`git push` over SSH): list, add, remove.
+    Keys(keys::KeysArgs),
+    /// The forced command of a key in the git user's authorized_keys (run by sshd).
+    #[command(hide = true)]
+    GitShell(git_shell::GitShellArgs),
     /// git's credential helper: answers with the API token.
     #[command(hide = true)]
     GitCredential { operation: String },
@@ -212,6 +219,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Command::Monitor(args) = cli.command {
         return monitor::run(args);
     }
+    // The git user runs this: it needs no config (which may be root's to read).
+    if let Command::GitShell(args) = cli.command {
+        return git_shell::run(args);
+    }
     match &cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -238,6 +249,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         o.api_listen = a.listen.clone();
         o.router_listen = a.router_listen.clone();
         o.base_domain = a.base_domain.clone();
+        o.git_user = a.git_user.clone();
+        o.git_authorized_keys = a.git_authorized_keys.clone();
         let config = cli.paths.resolve(o)?;
         return daemon::run(config, a);
     }
@@ -273,8 +286,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Integrations(a) => git::integrations(&client()?, a),
         Command::GitHook(a) => git::git_hook(&config, a),
         Command::GitCredential { operation } => git::git_credential(&config, &operation),
+        Command::Keys(a) => keys::keys(&client()?, a),
         Command::Daemon(_)
         | Command::Monitor(_)
+        | Command::GitShell(_)
         | Command::Completions { .. }
         | Command::Man { .. } => unreachable!("handled above"),
     }

@@ -7,4 +7,5 @@ pub mod model;
 pub mod process_types;
 pub mod procfile;
 pub mod source_archive;
+pub mod ssh_keys;
 pub mod store;

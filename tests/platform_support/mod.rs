@@ -2,13 +2,13 @@
 //! ports), the `slipway` CLI pointed at it, raw HTTP requests to the API, and app sources.
 #![allow(dead_code)]
 
-pub mod platform;
-
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+pub mod platform;
 
 pub const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
 pub const RUNTIME: &str = env!("CARGO_BIN_EXE_slipway-runtime");

@@ -1,5 +1,6 @@
-//! A world with the real `slipway daemon` (with its supervisor, and its TCP API on the
-//! world's API port) and `slipway router` running as processes of their own.
+//! The platform as it runs on a host: a world's real `slipway daemon` (with its supervisor)
+//! and `slipway router`, as processes of their own; stopped, and their containers with them,
+//! when dropped.
 use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use slipway::supervisor::{Events, Options, Supervisor};
 
 use super::{World, SLIPWAY};
 
+/// A world with its daemon and router running.
 pub struct Platform {
     pub world: World,
     pub daemon: Option<Child>,
@@ -22,17 +24,29 @@ impl Events for NoEvents {
 }
 
 impl Platform {
-    /// Starts the daemon and the router of a new world whose config file is `config`.
+    pub fn start() -> Platform {
+        let world = World::new();
+        world.write_config("");
+        Self::start_in(world)
+    }
+
+    /// Starts the daemon and the router of a new world whose config file is `config`, with
+    /// the TCP API (and git remotes) on the world's API port.
     pub fn start_with(config: &str) -> Platform {
-        assert!(
-            nix::unistd::Uid::effective().is_root(),
-            "platform tests need root (containers, networks): run them as root"
-        );
         let world = World::new();
         world.write_config(&format!(
             "api_listen = \"127.0.0.1:{}\"\n{config}",
             world.api_port
         ));
+        Self::start_in(world)
+    }
+
+    /// Starts the daemon and the router of `world` (its config file written).
+    pub fn start_in(world: World) -> Platform {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "platform tests need root (containers, networks): run them as root"
+        );
         let mut p = Platform {
             world,
             daemon: None,
@@ -57,13 +71,13 @@ impl Platform {
         p
     }
 
-    /// Starts the daemon; returns once it said READY=1 (as systemd's Type=notify waits).
     pub fn start_daemon(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.world.dir.path().join("daemon.log"))
             .unwrap();
+        // As systemd does for Type=notify: the daemon says READY=1 once it serves.
         let notify_path = self.world.dir.path().join("notify.sock");
         let _ = std::fs::remove_file(&notify_path);
         let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
@@ -74,6 +88,10 @@ impl Platform {
             self.world
                 .cmd()
                 .arg("daemon")
+                .env(
+                    "SLIPWAY_API_LISTEN",
+                    format!("127.0.0.1:{}", self.world.api_port),
+                )
                 .env("NOTIFY_SOCKET", &notify_path)
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
@@ -85,14 +103,23 @@ impl Platform {
             .recv(&mut buf)
             .expect("the daemon never said READY=1");
         assert_eq!(&buf[..n], b"READY=1");
+        assert!(
+            std::os::unix::net::UnixStream::connect(self.world.socket()).is_ok(),
+            "READY=1 before the API listens"
+        );
     }
 
     pub fn daemon_log(&self) -> String {
         std::fs::read_to_string(self.world.dir.path().join("daemon.log")).unwrap_or_default()
     }
 
+    /// GET / of `app` through the router: the body of a 200, or why not.
+    pub fn get(&self, app: &str) -> Result<String, String> {
+        self.get_path(app, "/")
+    }
+
     /// GET PATH of `app` through the router: the body of a 200, or why not.
-    pub fn get(&self, app: &str, path: &str) -> Result<String, String> {
+    pub fn get_path(&self, app: &str, path: &str) -> Result<String, String> {
         match self
             .world
             .get_path(self.world.router_port, &format!("{app}.localhost"), path)
@@ -103,11 +130,16 @@ impl Platform {
         }
     }
 
+    /// Waits until `app` answers `want` (trimmed) through the router.
+    pub fn answers(&self, app: &str, want: &str) {
+        self.answers_at(app, "/", want)
+    }
+
     /// Waits until `app` answers `want` (trimmed) at `path` through the router.
-    pub fn answers(&self, app: &str, path: &str, want: &str) {
+    pub fn answers_at(&self, app: &str, path: &str, want: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let got = self.get(app, path);
+            let got = self.get_path(app, path);
             if got.as_deref().map(str::trim) == Ok(want) {
                 return;
             }
