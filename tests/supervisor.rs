@@ -392,30 +392,40 @@ fn one_offs_give_exit_codes_output_ptys_and_detached_logs_within_the_limit() {
     assert_eq!(one.wait().unwrap(), 0);
     assert_eq!(out, "hi more typed run-1\n");
 
-    // With a pty.
+    // With a pty: sized before the command starts, resized when asked.
     let mut tty = sup
         .one_off_with(
             &r,
-            "tty; echo in-a-pty; exit 3",
+            "tty; echo \"size $(stty size)\"; read go; echo \"then $(stty size)\"; echo in-a-pty; exit 3",
             Size::S,
             &[],
-            OneOffMode::Terminal,
+            OneOffMode::Terminal { rows: 40, cols: 100 },
         )
         .unwrap();
-    tty.resize(40, 100).unwrap();
-    let mut pty = tty.pty.take().unwrap();
+    // Ours to read and write; the one-off keeps the master to size it.
+    let mut pty = tty.pty.as_ref().unwrap().try_clone().unwrap();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
+    let mut resized = false;
     // EIO once the container's side is closed.
     while let Ok(n) = pty.read(&mut buf) {
         if n == 0 {
             break;
         }
         seen.extend_from_slice(&buf[..n]);
+        if !resized && String::from_utf8_lossy(&seen).contains("size 40 100") {
+            tty.resize(50, 120).unwrap();
+            use std::io::Write;
+            pty.write_all(b"go\r").unwrap();
+            resized = true;
+        }
     }
     let seen = String::from_utf8_lossy(&seen);
     assert!(
-        seen.contains("/dev/pts/") && seen.contains("in-a-pty"),
+        seen.contains("/dev/pts/")
+            && seen.contains("size 40 100")
+            && seen.contains("then 50 120")
+            && seen.contains("in-a-pty"),
         "{seen}"
     );
     assert_eq!(tty.wait().unwrap(), 3);

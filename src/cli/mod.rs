@@ -224,6 +224,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         o.api_listen = a.listen.clone();
         o.router_listen = a.router_listen.clone();
         o.base_domain = a.base_domain.clone();
+        o.boot_timeout = a.boot_timeout;
+        o.stop_grace_period = a.stop_grace_period;
+        o.max_one_offs = a.max_one_offs;
         let config = cli.paths.resolve(o)?;
         return daemon::run(config, a);
     }

@@ -972,6 +972,7 @@ impl Shared {
             probe: r.kind == "web" && !one_off,
             one_off,
             grace_ms: self.settings.options.stop_grace.as_millis() as u64,
+            console_size: None,
             restarts: r.restarts,
             backoff_step: r.backoff_step,
         }
