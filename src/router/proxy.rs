@@ -277,8 +277,10 @@ struct IdleTimer {
 
 impl IdleTimer {
     fn new(limit: std::time::Duration) -> IdleTimer {
+        // A deadline past a year would only risk overflowing the clock.
+        const LONGEST: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
         IdleTimer {
-            limit,
+            limit: limit.min(LONGEST),
             last_progress: 0,
             progressed: true,
             timer: None,
