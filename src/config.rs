@@ -7,6 +7,7 @@
 //! slipways (one per test) run side by side with nothing shared.
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -20,6 +21,15 @@ pub const DEFAULT_APP_SUBNET: &str = "10.210.0.0/24";
 pub const DEFAULT_BASE_DOMAIN: &str = "localhost";
 pub const DEFAULT_ROUTER_LISTEN: &str = "0.0.0.0:80";
 pub const DEFAULT_GIT_USER: &str = "git";
+/// Heroku's and Scalingo's: a web container has a minute to accept TCP on `$PORT`.
+pub const DEFAULT_BOOT_TIMEOUT_SECS: u64 = 60;
+/// SIGTERM to SIGKILL, as on Heroku and Scalingo.
+pub const DEFAULT_STOP_GRACE_SECS: u64 = 30;
+pub const DEFAULT_MAX_ONE_OFFS: usize = 10;
+/// Upper bound of the two durations above: an hour is already more than any app needs.
+const MAX_SUPERVISOR_SECS: u64 = 3600;
+/// Upper bound of one-offs per app: each holds a container.
+const MAX_ONE_OFFS_LIMIT: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -78,6 +88,12 @@ pub struct Config {
     pub git_socket: PathBuf,
     /// The account sshd runs `slipway git-shell` as: its group may use the git socket.
     pub git_user: String,
+    /// How long a web container has to accept TCP on `$PORT` after it starts.
+    pub boot_timeout: Duration,
+    /// SIGTERM to SIGKILL when a container is stopped.
+    pub stop_grace_period: Duration,
+    /// Most one-off containers per app at once.
+    pub max_one_offs: usize,
 }
 
 /// Values given on the command line or in the environment; `None` falls through.
@@ -102,6 +118,11 @@ pub struct Overrides {
     pub git_authorized_keys: Option<PathBuf>,
     pub git_socket: Option<PathBuf>,
     pub git_user: Option<String>,
+    /// Seconds.
+    pub boot_timeout: Option<u64>,
+    /// Seconds.
+    pub stop_grace_period: Option<u64>,
+    pub max_one_offs: Option<usize>,
 }
 
 /// The config file's shape: every key optional, unknown keys refused (a typo must not be
@@ -123,6 +144,9 @@ struct FileConfig {
     git_authorized_keys: Option<PathBuf>,
     git_socket: Option<PathBuf>,
     git_user: Option<String>,
+    boot_timeout: Option<u64>,
+    stop_grace_period: Option<u64>,
+    max_one_offs: Option<usize>,
     build_network: Option<FileNetwork>,
     app_network: Option<FileNetwork>,
 }
@@ -223,7 +247,28 @@ impl Config {
             .or(f.git_user)
             .unwrap_or_else(|| DEFAULT_GIT_USER.into());
         check_user_name(&git_user)?;
+        let boot_timeout = bounded(
+            "boot_timeout (SLIPWAY_BOOT_TIMEOUT)",
+            o.boot_timeout.or(f.boot_timeout),
+            DEFAULT_BOOT_TIMEOUT_SECS,
+            1..=MAX_SUPERVISOR_SECS,
+        )?;
+        let stop_grace_period = bounded(
+            "stop_grace_period (SLIPWAY_STOP_GRACE_PERIOD)",
+            o.stop_grace_period.or(f.stop_grace_period),
+            DEFAULT_STOP_GRACE_SECS,
+            0..=MAX_SUPERVISOR_SECS,
+        )?;
+        let max_one_offs = bounded(
+            "max_one_offs (SLIPWAY_MAX_ONE_OFFS)",
+            o.max_one_offs.or(f.max_one_offs),
+            DEFAULT_MAX_ONE_OFFS,
+            1..=MAX_ONE_OFFS_LIMIT,
+        )?;
         Ok(Config {
+            boot_timeout: Duration::from_secs(boot_timeout),
+            stop_grace_period: Duration::from_secs(stop_grace_period),
+            max_one_offs,
             stacks_dir: o
                 .stacks_dir
                 .or(f.stacks_dir)
@@ -299,6 +344,27 @@ fn check_user_name(name: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// `value` (else `default`), refused outside `range`.
+fn bounded<T>(
+    what: &'static str,
+    value: Option<T>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    let v = value.unwrap_or(default);
+    if range.contains(&v) {
+        return Ok(v);
+    }
+    Err(ConfigError::Value {
+        what,
+        value: v.to_string(),
+        message: format!("use a number from {} to {}", range.start(), range.end()),
+    })
+}
+
 /// A bridge name the kernel accepts and a subnet that parses as IPv4 CIDR.
 fn check_network(n: &NetworkSettings) -> Result<(), ConfigError> {
     let ok_name = !n.bridge.is_empty()
@@ -366,6 +432,53 @@ mod tests {
         assert_eq!(c.app_network.subnet, DEFAULT_APP_SUBNET);
         assert_eq!(c.build_network.bridge, DEFAULT_BUILD_BRIDGE);
         assert!(!c.allow_local_buildpacks);
+        assert_eq!(
+            c.boot_timeout,
+            Duration::from_secs(DEFAULT_BOOT_TIMEOUT_SECS)
+        );
+        assert_eq!(c.stop_grace_period, Duration::from_secs(30));
+        assert_eq!(c.max_one_offs, DEFAULT_MAX_ONE_OFFS);
+    }
+
+    #[test]
+    fn supervisor_settings_come_from_the_file_unless_overridden() {
+        let (_d, p) = file("boot_timeout = 5\nstop_grace_period = 0\nmax_one_offs = 3\n");
+        let o = |boot_timeout| Overrides {
+            config_file: Some(p.clone()),
+            boot_timeout,
+            ..Default::default()
+        };
+        let c = Config::resolve(o(None), None).unwrap();
+        assert_eq!(c.boot_timeout, Duration::from_secs(5));
+        assert_eq!(c.stop_grace_period, Duration::ZERO);
+        assert_eq!(c.max_one_offs, 3);
+        let c = Config::resolve(o(Some(7)), None).unwrap();
+        assert_eq!(c.boot_timeout, Duration::from_secs(7));
+
+        let bad = |o: Overrides| Config::merge(o, FileConfig::default(), None).unwrap_err();
+        let e = bad(Overrides {
+            boot_timeout: Some(0),
+            ..Default::default()
+        });
+        assert!(
+            e.to_string().contains("boot_timeout") && e.to_string().contains("1 to 3600"),
+            "{e}"
+        );
+        let e = bad(Overrides {
+            max_one_offs: Some(100_000),
+            ..Default::default()
+        });
+        assert!(e.to_string().contains("max_one_offs"), "{e}");
+        let (_d, p) = file("boot_timeout = -1\n");
+        let e = Config::resolve(
+            Overrides {
+                config_file: Some(p),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("boot_timeout"), "{e}");
     }
 
     #[test]

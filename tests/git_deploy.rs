@@ -6,7 +6,7 @@ mod platform_support;
 use std::path::Path;
 use std::process::Command;
 
-use platform_support::platform::Platform;
+use platform_support::running::Platform;
 use platform_support::*;
 
 /// `git` in `dir`, with the world's environment (the credential helper finds the token).
@@ -83,7 +83,7 @@ fn deployments(w: &World, app: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_push_deploys_and_a_failing_one_is_rejected_with_the_branch_unmoved() {
-    let p = Platform::start_with("");
+    let p = Platform::start_with("", &[]);
     let w = &p.world;
     w.ok(&["create", "site"]);
     let repo = w.dir.path().join("site");
@@ -312,7 +312,7 @@ fn push_event(url: &str, git_ref: &str, before: &str, after: &str) -> String {
 
 #[test]
 fn github_pushes_deploy_the_signed_commit_once_and_nothing_else() {
-    let p = Platform::start_with("");
+    let p = Platform::start_with("", &[]);
     let w = &p.world;
     let served = w.dir.path().join("github");
     std::fs::create_dir_all(served.join("acme")).unwrap();

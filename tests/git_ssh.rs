@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use platform_support::platform::Platform;
+use platform_support::running::Platform;
 use platform_support::*;
 
 /// A system user made for one test, removed (with its group) when dropped.
@@ -177,7 +177,7 @@ impl Setup {
         let home = world.data().join("git-home");
         let user = TestUser::create(&home);
         world.write_config(&format!("git_user = \"{}\"\n", user.name));
-        let platform = Platform::start_in(world);
+        let platform = Platform::start_in(world, &[]);
         let w = &platform.world;
         let authorized_keys = w.data().join("git-home/.ssh/authorized_keys");
         assert!(

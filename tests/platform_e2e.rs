@@ -7,21 +7,8 @@ mod platform_support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use platform_support::platform::Platform;
+use platform_support::running::{containers, Platform};
 use platform_support::*;
-/// The runtime's containers of this world.
-fn containers(w: &World) -> Vec<String> {
-    let out = Command::new(RUNTIME)
-        .arg("--root")
-        .arg(w.run_dir().join("runtime"))
-        .args(["list", "-q"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect()
-}
 
 #[test]
 fn deploy_configure_roll_back_run_log_and_destroy_through_the_router() {
@@ -123,7 +110,7 @@ fn deploy_configure_roll_back_run_log_and_destroy_through_the_router() {
     let out = Command::new("script")
         .args(["-qec"])
         .arg(format!(
-            "stty cols 77 rows 22; {SLIPWAY} run -a shop -- 'tty; for i in $(seq 50); do s=$(stty size); [ \"$s\" != \"0 0\" ] && break; sleep 0.1; done; echo $s; exit 5'"
+            "stty cols 77 rows 22; {SLIPWAY} run -a shop -- 'tty; echo \"size $(stty size)\"; exit 5'"
         ))
         .arg("/dev/null")
         .envs(w.env())
@@ -131,10 +118,10 @@ fn deploy_configure_roll_back_run_log_and_destroy_through_the_router() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    // The size follows the caller's terminal (it may arrive just after the program starts).
+    // The program's very first look at its terminal sees the caller's size.
     assert_eq!(out.status.code(), Some(5), "{text}");
     assert!(
-        text.contains("/dev/pts/") && text.contains("22 77"),
+        text.contains("/dev/pts/") && text.contains("size 22 77"),
         "{text}"
     );
 

@@ -264,8 +264,23 @@ async fn errors_have_codes() {
         "{answer}"
     );
 
+    // CONNECT to an app's host name: refused, and in that app's log.
+    let mut raw = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    raw.write_all(b"CONNECT empty.localhost:443 HTTP/1.1\r\nHost: empty.localhost:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = raw.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_ascii_lowercase();
+    assert!(
+        answer.starts_with("http/1.1 400") && answer.contains("x-slipway-error: r15"),
+        "{answer}"
+    );
+
+    // Every error answered for an app is in its log, with its code and status.
     for (app, code, status) in [
         ("empty", "R11", 503),
+        ("empty", "R15", 400),
         ("refused", "R12", 503),
         ("closing", "R14", 502),
         ("slow", "R13", 504),
@@ -276,6 +291,62 @@ async fn errors_have_codes() {
         assert_eq!(lines.len(), 1, "{app}: {:?}", world.router_log(app));
         assert!(lines[0].contains(&format!("status={status} ")), "{lines:?}");
     }
+    // Those for no app (an unknown host, no Host) are counted on the router's stderr.
+    for code in ["R10", "R15"] {
+        let line = format!("at=error code={code} ");
+        assert!(
+            router.wait_for_stderr(&line).await,
+            "no {line}: {}",
+            router.stderr()
+        );
+    }
+    assert!(
+        router
+            .stderr()
+            .contains("code=R10 desc=\"Unknown host\" requests=1 "),
+        "{}",
+        router.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_that_stalls_is_cut_short_after_the_idle_timeout() {
+    let (backend, world, router) = one_backend("staller", &["--body-idle-timeout", "1s"]).await;
+
+    // A body that keeps coming, slower than nothing but well within the window each time,
+    // and longer than the window in all: complete.
+    let mut client = Client::connect(router.addr).await;
+    let reply = client.get(HOST, "/drip?n=12&ms=250").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "drop\n".repeat(12));
+
+    // `first` comes, then nothing (the gate never opens): the client's response ends
+    // unfinished instead of hanging.
+    let response = send_streaming(router.addr, request(HOST, "/gate")).await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"first\n");
+    let rest = tokio::time::timeout(Duration::from_secs(60), body.collect())
+        .await
+        .expect("the stalled body was never cut short");
+    assert!(rest.is_err(), "a stalled body looked complete");
+
+    let lines = world.wait_for_log("app", "code=R19", 1).await;
+    assert_eq!(lines.len(), 1, "{:?}", world.router_log("app"));
+    assert!(
+        lines[0].contains("at=error ")
+            && lines[0].contains("status=200 ")
+            && lines[0].contains("bytes=6 "),
+        "{lines:?}"
+    );
+    assert_eq!(world.wait_for_log("app", "path=\"/drip", 1).await.len(), 1);
+    assert!(
+        world.router_log("app")[0].contains("at=info"),
+        "{:?}",
+        world.router_log("app")
+    );
+    drop(backend);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -392,30 +392,40 @@ fn one_offs_give_exit_codes_output_ptys_and_detached_logs_within_the_limit() {
     assert_eq!(one.wait().unwrap(), 0);
     assert_eq!(out, "hi more typed run-1\n");
 
-    // With a pty.
+    // With a pty: sized before the command starts, resized when asked.
     let mut tty = sup
         .one_off_with(
             &r,
-            "tty; echo in-a-pty; exit 3",
+            "tty; echo \"size $(stty size)\"; read go; echo \"then $(stty size)\"; echo in-a-pty; exit 3",
             Size::S,
             &[],
-            OneOffMode::Terminal,
+            OneOffMode::Terminal { rows: 40, cols: 100 },
         )
         .unwrap();
-    tty.resize(40, 100).unwrap();
-    let mut pty = tty.pty.take().unwrap();
+    // Ours to read and write; the one-off keeps the master to size it.
+    let mut pty = tty.pty.as_ref().unwrap().try_clone().unwrap();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
+    let mut resized = false;
     // EIO once the container's side is closed.
     while let Ok(n) = pty.read(&mut buf) {
         if n == 0 {
             break;
         }
         seen.extend_from_slice(&buf[..n]);
+        if !resized && String::from_utf8_lossy(&seen).contains("size 40 100") {
+            tty.resize(50, 120).unwrap();
+            use std::io::Write;
+            pty.write_all(b"go\r").unwrap();
+            resized = true;
+        }
     }
     let seen = String::from_utf8_lossy(&seen);
     assert!(
-        seen.contains("/dev/pts/") && seen.contains("in-a-pty"),
+        seen.contains("/dev/pts/")
+            && seen.contains("size 40 100")
+            && seen.contains("then 50 120")
+            && seen.contains("in-a-pty"),
         "{seen}"
     );
     assert_eq!(tty.wait().unwrap(), 3);
@@ -642,5 +652,101 @@ fn restarts_and_resizes_replace_containers_without_dropping_requests() {
         Err(SupervisorError::NoSuchContainer { .. })
     ));
     sup.stop_app("roll").unwrap();
+    assert_eq!(env.settle(), Vec::<String>::new());
+}
+
+/// The pids cgroup of the container whose init is `pid` (v1 `pids` hierarchy, else v2).
+fn pids_cgroup(pid: i32) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let entry = |want_v1: bool| {
+        text.lines().find_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let v1 = controllers.split(',').any(|c| c == "pids");
+            let v2 = controllers.is_empty();
+            ((want_v1 && v1) || (!want_v1 && v2)).then(|| path.trim_start_matches('/').to_string())
+        })
+    };
+    match entry(true) {
+        Some(path) => std::path::Path::new("/sys/fs/cgroup/pids").join(path),
+        None => std::path::Path::new("/sys/fs/cgroup").join(entry(false).unwrap()),
+    }
+}
+
+/// How many forks the pids limit refused in `cgroup` (`max N` of pids.events).
+fn forks_refused(cgroup: &std::path::Path) -> u64 {
+    std::fs::read_to_string(cgroup.join("pids.events"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("max "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_fork_bomb_in_one_app_leaves_another_app_serving_every_request() {
+    let env = Env::new();
+    let slug = env.build("supervisor", "calm");
+    let sup = env.start();
+    let calm = release("calm", 1, &slug, &[("web", WEB)], &[]);
+    deploy(&sup, &env, &calm, &Formation::web(1));
+    let target = env.events.backends("calm")[0].address;
+
+    // A fork bomb whose every process forks for ever, retrying at once when refused (a
+    // shell's bomb dies out, or sleeps in its fork retries, at the limit), in a size S
+    // container (128 pids at most).
+    let bomb_command = "exec perl -e 'fork while 1'";
+    let bomb = release(
+        "bomb",
+        1,
+        &slug,
+        &[("web", WEB), ("bomb", bomb_command)],
+        &[],
+    );
+    deploy(&sup, &env, &bomb, &formation(&[("web", 0, Size::M)]));
+    sup.scale("bomb", &formation(&[("bomb", 1, Size::S)]))
+        .unwrap();
+    let init = wait_for("the bomb's container", LONG, || {
+        sup.ps("bomb")
+            .iter()
+            .find(|c| c.state == "up")
+            .and_then(|c| c.pid)
+    });
+    let cgroup = pids_cgroup(init);
+    let pids_max: i64 = std::fs::read_to_string(cgroup.join("pids.max"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(pids_max, Size::S.pids_limit());
+    // The limit is what stops it: the kernel refuses its forks.
+    let refused_before = wait_for("the bomb to hit its pids limit", LONG, || {
+        let n = forks_refused(&cgroup);
+        (n > 0).then_some(n)
+    });
+
+    let mut failures = Vec::new();
+    for i in 0..200 {
+        match get_json(target) {
+            Ok(info) => assert_eq!(info["APP"], "calm"),
+            Err(e) => failures.push(format!("request {i}: {e}")),
+        }
+        let current: i64 = std::fs::read_to_string(cgroup.join("pids.current"))
+            .map_or(0, |s| s.trim().parse().unwrap_or(0));
+        assert!(current <= pids_max, "{current} processes past the limit");
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    // The bomb went on all along.
+    assert!(forks_refused(&cgroup) > refused_before);
+    assert_eq!(sup.ps("calm")[0].restarts, 0);
+
+    // Stopping it ends every process of the bomb and its cgroup.
+    sup.stop_app("bomb").unwrap();
+    assert!(sup.ps("bomb").is_empty());
+    wait_for("the bomb's cgroup to go", LONG, || {
+        (!cgroup.exists()).then_some(())
+    });
+    assert!(get_json(target).is_ok());
+    sup.stop_app("calm").unwrap();
     assert_eq!(env.settle(), Vec::<String>::new());
 }

@@ -59,7 +59,10 @@ pub async fn run(
     })?;
     let mode = match (spec.detached, spec.tty) {
         (true, _) => OneOffMode::Detached,
-        (false, true) => OneOffMode::Terminal,
+        (false, true) => OneOffMode::Terminal {
+            rows: spec.rows.unwrap_or(0),
+            cols: spec.cols.unwrap_or(0),
+        },
         (false, false) => OneOffMode::Attached,
     };
     let d2 = d.clone();

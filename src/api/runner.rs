@@ -119,7 +119,7 @@ impl Runner for Supervisor {
         let file = |fd: OwnedFd| File::from(fd);
         let lost = || RunnerError(format!("one-off {name} started without its output"));
         let (input, output, resize): (_, _, Option<Resize>) = match (mode, o.pty.take()) {
-            (OneOffMode::Terminal, Some(pty)) => {
+            (OneOffMode::Terminal { .. }, Some(pty)) => {
                 let clone = |f: &File| {
                     f.try_clone()
                         .map_err(|e| RunnerError(format!("one-off {name}: its pty: {e}")))

@@ -207,6 +207,11 @@ pub struct RunRequest {
     /// The CLI has a terminal.
     #[serde(default)]
     pub tty: bool,
+    /// Its size, for the pty the command starts with (later changes come as RESIZE frames).
+    #[serde(default)]
+    pub rows: Option<u16>,
+    #[serde(default)]
+    pub cols: Option<u16>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -34,6 +34,15 @@ pub struct DaemonArgs {
     /// Builds of different apps that may run at once.
     #[arg(long, default_value_t = 2)]
     pub parallel_builds: usize,
+    /// Seconds a web container has to accept TCP on $PORT [default: 60].
+    #[arg(long, env = "SLIPWAY_BOOT_TIMEOUT")]
+    pub boot_timeout: Option<u64>,
+    /// Seconds between SIGTERM and SIGKILL when a container stops [default: 30].
+    #[arg(long, env = "SLIPWAY_STOP_GRACE_PERIOD")]
+    pub stop_grace_period: Option<u64>,
+    /// Most one-off containers per app at once [default: 10].
+    #[arg(long, env = "SLIPWAY_MAX_ONE_OFFS")]
+    pub max_one_offs: Option<usize>,
 }
 
 /// The supervisor the daemon drives: it re-adopts the containers a previous daemon left.

@@ -251,6 +251,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         o.base_domain = a.base_domain.clone();
         o.git_user = a.git_user.clone();
         o.git_authorized_keys = a.git_authorized_keys.clone();
+        o.boot_timeout = a.boot_timeout;
+        o.stop_grace_period = a.stop_grace_period;
+        o.max_one_offs = a.max_one_offs;
         let config = cli.paths.resolve(o)?;
         return daemon::run(config, a);
     }

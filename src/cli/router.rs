@@ -26,6 +26,9 @@ pub struct RouterArgs {
     /// Longest wait for a backend's response head (e.g. 30s, 500ms).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     backend_timeout: Duration,
+    /// Longest silence of a backend in the middle of a response body (then it is cut short).
+    #[arg(long, default_value = "55s", value_parser = parse_duration)]
+    body_idle_timeout: Duration,
     /// Longest wait for a connection to a backend.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     connect_timeout: Duration,
@@ -70,6 +73,7 @@ pub fn run(paths: &Config, args: RouterArgs) -> anyhow::Result<()> {
     config.base_domain = args.base_domain;
     config.backend_timeout = args.backend_timeout;
     config.connect_timeout = args.connect_timeout;
+    config.body_idle_timeout = args.body_idle_timeout;
     config.quarantine = args.quarantine;
     config.header_timeout = args.header_timeout;
     config.drain_timeout = args.drain_timeout;

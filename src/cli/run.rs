@@ -84,7 +84,15 @@ impl Drop for RawMode {
 }
 
 /// A RESIZE frame with our terminal's size, if stdout is a terminal.
-fn window_size() -> Option<Vec<u8>> {
+fn resize_frame() -> Option<Vec<u8>> {
+    let (rows, cols) = window_size()?;
+    let mut payload = rows.to_be_bytes().to_vec();
+    payload.extend_from_slice(&cols.to_be_bytes());
+    Some(frame::encode(frame::RESIZE, &payload))
+}
+
+/// Our terminal's size (rows, columns), if stdout is a terminal.
+fn window_size() -> Option<(u16, u16)> {
     let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -95,9 +103,7 @@ fn window_size() -> Option<Vec<u8>> {
     if unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } != 0 {
         return None;
     }
-    let mut payload = ws.ws_row.to_be_bytes().to_vec();
-    payload.extend_from_slice(&ws.ws_col.to_be_bytes());
-    Some(frame::encode(frame::RESIZE, &payload))
+    Some((ws.ws_row, ws.ws_col))
 }
 
 pub fn run(client: &Client, a: RunArgs) -> anyhow::Result<u8> {
@@ -110,12 +116,15 @@ pub fn run(client: &Client, a: RunArgs) -> anyhow::Result<u8> {
         env.push((k.to_string(), v.to_string()));
     }
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let size = tty.then(window_size).flatten();
     let request = RunRequest {
         command: command_line(&a.command),
         size: a.size.clone(),
         env,
         detached: a.detached,
         tty: tty && !a.detached,
+        rows: size.map(|(rows, _)| rows),
+        cols: size.map(|(_, cols)| cols),
     };
     let path = format!("/v1/apps/{}/run", encode(&app));
     let rt = runtime()?;
@@ -152,13 +161,14 @@ pub fn run(client: &Client, a: RunArgs) -> anyhow::Result<u8> {
             }
         });
         tokio::spawn(async move {
-            // The terminal's size now and whenever it changes.
+            // The terminal's size whenever it changes (the pty starts with the size the
+            // request gave, and this covers a change since).
             let mut winch = if tty {
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok()
             } else {
                 None
             };
-            if let Some(size) = tty.then(window_size).flatten() {
+            if let Some(size) = tty.then(resize_frame).flatten() {
                 if to_daemon.write_all(&size).await.is_err() {
                     return;
                 }
@@ -171,7 +181,7 @@ pub fn run(client: &Client, a: RunArgs) -> anyhow::Result<u8> {
                         None => return,
                     },
                     Some(()) = async { match winch.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } } => {
-                        match window_size() {
+                        match resize_frame() {
                             Some(f) => f,
                             None => continue,
                         }

@@ -44,6 +44,7 @@
 //! | R16 | 499 (log only) | The client closed the connection before the response was complete. |
 //! | R17 | (log only) | The backend closed the connection in the middle of the response body; the client's response is cut short. |
 //! | R18 | (log only, `at=warning`) | One web container refused the connection; it is quarantined and the request went to another. |
+//! | R19 | (log only) | The backend sent nothing for the body idle timeout (55 s) in the middle of the response body; the client's response is cut short. |
 //!
 //! # Robustness
 //!
@@ -70,8 +71,9 @@
 //!   its own bounded buffer, which the log thread writes out every 50 ms; when a buffer is
 //!   full (the disk is slower than the traffic), lines are dropped and counted, never waited
 //!   for.
-//! * Lines for unknown hosts and bad requests (R10, R15) belong to no app and are not
-//!   logged; the client still gets its page.
+//! * Errors of requests that name no app (R10, and R15 without a known host) belong to no
+//!   app's log: they are counted per code and reported on stderr at most every 10 s (see
+//!   `reqlog`); a `CONNECT` to an app's host name is in that app's log.
 
 mod proxy;
 mod reqlog;
@@ -109,6 +111,9 @@ pub struct RouterConfig {
     pub backend_timeout: Duration,
     /// Longest wait for an upstream TCP connection.
     pub connect_timeout: Duration,
+    /// Longest silence of a backend in the middle of a response body (a rolling window,
+    /// Heroku's 55 s): past it the response is cut short (R19).
+    pub body_idle_timeout: Duration,
     /// How long a backend that refused a connection gets no new requests.
     pub quarantine: Duration,
     /// Time a client has to send each request head (also the idle keep-alive limit).
@@ -143,6 +148,7 @@ impl RouterConfig {
             base_domain: None,
             backend_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            body_idle_timeout: Duration::from_secs(55),
             quarantine: Duration::from_secs(2),
             header_timeout: Duration::from_secs(20),
             drain_timeout: Duration::from_secs(20),

@@ -2,6 +2,7 @@
 //! pages, upgrades, and the request's log line.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,7 +17,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 
 use super::server::Conn;
-use super::table::{normalize_host, now_ms, App};
+use super::table::{instant_at, normalize_host, now_ms, App};
 use super::upstream::{forward, ForwardError, RequestHead};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -39,6 +40,7 @@ pub(crate) enum Code {
     R16,
     R17,
     R18,
+    R19,
 }
 
 impl Code {
@@ -47,7 +49,7 @@ impl Code {
             Code::R10 => StatusCode::NOT_FOUND,
             Code::R11 | Code::R12 => StatusCode::SERVICE_UNAVAILABLE,
             Code::R13 => StatusCode::GATEWAY_TIMEOUT,
-            Code::R14 | Code::R17 | Code::R18 => StatusCode::BAD_GATEWAY,
+            Code::R14 | Code::R17 | Code::R18 | Code::R19 => StatusCode::BAD_GATEWAY,
             Code::R15 => StatusCode::BAD_REQUEST,
             Code::R16 => StatusCode::from_u16(499).expect("499 is a status code"),
         }
@@ -65,6 +67,7 @@ impl Code {
             Code::R16 => "Client closed the connection",
             Code::R17 => "Backend closed the connection mid-response",
             Code::R18 => "Container refused the connection, request sent to another",
+            Code::R19 => "Backend idle in the middle of the response",
         }
     }
 
@@ -77,7 +80,7 @@ impl Code {
             Code::R13 => "The app did not answer in time.",
             Code::R14 => "The app closed the connection without answering.",
             Code::R15 => "The request has no usable Host header.",
-            Code::R16 | Code::R17 | Code::R18 => "The request was interrupted.",
+            Code::R16 | Code::R17 | Code::R18 | Code::R19 => "The request was interrupted.",
         }
     }
 
@@ -96,6 +99,7 @@ impl Code {
             Code::R16 => "R16",
             Code::R17 => "R17",
             Code::R18 => "R18",
+            Code::R19 => "R19",
         }
     }
 }
@@ -239,6 +243,8 @@ impl Drop for Exchange {
                 self.container,
                 total.saturating_sub(self.connect_ms),
             );
+        } else if let Some(code) = self.code {
+            self.conn.log.unrouted(code.name(), code.desc());
         }
         self.conn.request_finished();
     }
@@ -248,6 +254,55 @@ impl Drop for Exchange {
 pub(crate) struct ProxyBody {
     inner: Inner,
     exchange: Option<Exchange>,
+    /// Aborts a backend body that sends nothing for too long.
+    idle: IdleTimer,
+}
+
+/// Why the router gives up on a response body.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend sent nothing for {0:?} in the middle of its response")]
+struct BodyIdle(std::time::Duration);
+
+/// The rolling idle window of a backend's response body. The clock is read only when the
+/// body has to wait after some progress, and the timer exists only once it had to wait at
+/// all, so bodies that arrive with their head cost nothing.
+struct IdleTimer {
+    limit: std::time::Duration,
+    /// [`now_ms`] of the last wait that followed progress.
+    last_progress: u64,
+    /// Something came (the response head, a frame) since `last_progress` was read.
+    progressed: bool,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl IdleTimer {
+    fn new(limit: std::time::Duration) -> IdleTimer {
+        // A deadline past a year would only risk overflowing the clock.
+        const LONGEST: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+        IdleTimer {
+            limit: limit.min(LONGEST),
+            last_progress: 0,
+            progressed: true,
+            timer: None,
+        }
+    }
+
+    /// The body is waiting for the backend: true once it has waited the whole window.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.progressed {
+            self.progressed = false;
+            self.last_progress = now_ms();
+        }
+        let limit = self.limit.as_millis() as u64;
+        let due = instant_at(self.last_progress + limit);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if timer.deadline() != due {
+            timer.as_mut().reset(due);
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
 }
 
 enum Inner {
@@ -263,17 +318,31 @@ impl ProxyBody {
     }
 }
 
+/// What the client's side of hyper gets when a response body breaks off.
+type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
-            Inner::Upstream(body) => std::task::ready!(Pin::new(body).poll_frame(cx)),
+            Inner::Upstream(body) => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(polled) => {
+                    this.idle.progressed = true;
+                    polled.map(|frame| frame.map_err(BodyError::from))
+                }
+                Poll::Pending if this.idle.expired(cx) => {
+                    // Ends the client's response unfinished: it must not look complete.
+                    this.exchange().code = Some(Code::R19);
+                    return Poll::Ready(Some(Err(BodyIdle(this.idle.limit).into())));
+                }
+                Poll::Pending => return Poll::Pending,
+            },
             Inner::Page(page) => page.take().map(|data| Ok(Frame::data(data))),
         };
         let exchange = this.exchange();
@@ -328,9 +397,6 @@ pub(crate) async fn handle(
         return Ok(exchange.fail(Code::R15, "The request has no usable Host header."));
     };
     exchange.host = host;
-    if req.method() == Method::CONNECT {
-        return Ok(exchange.fail(Code::R15, "CONNECT is not supported."));
-    }
     // The app is kept, not the table: its reference count is the only one touched.
     let app = conn
         .shared
@@ -338,6 +404,11 @@ pub(crate) async fn handle(
         .load()
         .app_for_host(&exchange.host)
         .cloned();
+    if req.method() == Method::CONNECT {
+        // In the app's log when the host names one.
+        exchange.app = app;
+        return Ok(exchange.fail(Code::R15, "CONNECT is not supported."));
+    }
     let Some(app) = app else {
         let detail = format!("No app is served at {}.", html_escape(&exchange.host));
         return Ok(exchange.fail(Code::R10, &detail));
@@ -403,9 +474,11 @@ pub(crate) async fn handle(
     exchange.status = response.status().as_u16();
     *response.version_mut() = Version::HTTP_11;
     strip_hop_by_hop(response.headers_mut(), switching);
+    let idle = IdleTimer::new(conn.shared.upstream.body_idle_timeout);
     Ok(response.map(|body| ProxyBody {
         inner: Inner::Upstream(body),
         exchange: Some(exchange),
+        idle,
     }))
 }
 
@@ -633,9 +706,11 @@ fn error_page(code: Code, detail_html: &str, exchange: Exchange) -> Response<Pro
         status.as_u16(),
         code.name()
     );
+    let idle = IdleTimer::new(exchange.conn.shared.upstream.body_idle_timeout);
     let mut response = Response::new(ProxyBody {
         inner: Inner::Page(Some(Bytes::from(page))),
         exchange: Some(exchange),
+        idle,
     });
     *response.status_mut() = status;
     let headers = response.headers_mut();

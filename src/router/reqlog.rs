@@ -6,6 +6,10 @@
 //! in time order, and appends them to the app's `router.log` (one [`LogWriter`] per app,
 //! which rotates the file). A shard holds at most [`SHARD_LIMIT`] bytes: past that (the
 //! disk is slower than the traffic) lines are dropped and counted, never waited for.
+//!
+//! Errors of requests that name no app (an unknown host, no usable `Host`) have no log of
+//! their own: they are counted per code and reported on stderr, a line per code at most
+//! every [`UNROUTED_REPORT_INTERVAL`] (anyone can send such requests, as fast as they like).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +25,9 @@ const BATCH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Most bytes a shard buffers between two batches.
 const SHARD_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Least time between two stderr reports of errors for no app.
+const UNROUTED_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// After a file cannot be opened, how long until the writer tries again.
 const RETRY_OPEN: Duration = Duration::from_secs(30);
@@ -43,6 +50,8 @@ struct Shard {
     /// Whole lines per app, in the order they were written.
     apps: HashMap<Arc<str>, Vec<u8>>,
     bytes: usize,
+    /// Errors of requests for no app: (code, description, count).
+    unrouted: Vec<(&'static str, &'static str, u64)>,
 }
 
 /// One worker thread's side of the request log.
@@ -74,6 +83,14 @@ impl LogShard {
         buffer.push(b'\n');
         let added = buffer.len() - before;
         shard.bytes += added;
+    }
+}
+
+impl LogShard {
+    /// Counts an error answered to a request that names no app (`code`, e.g. `R10`).
+    pub fn unrouted(&self, code: &'static str, desc: &'static str) {
+        let mut shard = self.shard.lock().expect("log shard lock");
+        count_code(&mut shard.unrouted, code, desc, 1);
     }
 }
 
@@ -121,6 +138,7 @@ fn write_loop(inner: &Inner, data_dir: &Path, max_bytes: u64) {
     let mut writers: HashMap<Arc<str>, LogWriter> = HashMap::new();
     let mut failed: HashMap<Arc<str>, Instant> = HashMap::new();
     let mut reported_drops = 0;
+    let mut unrouted = Unrouted::default();
     loop {
         std::thread::sleep(BATCH_INTERVAL);
         let stop = inner.stop.load(Ordering::Relaxed);
@@ -131,6 +149,7 @@ fn write_loop(inner: &Inner, data_dir: &Path, max_bytes: u64) {
             let taken = {
                 let mut shard = shard.lock().expect("log shard lock");
                 shard.bytes = 0;
+                unrouted.add(std::mem::take(&mut shard.unrouted));
                 std::mem::take(&mut shard.apps)
             };
             for (app, lines) in taken {
@@ -155,9 +174,57 @@ fn write_loop(inner: &Inner, data_dir: &Path, max_bytes: u64) {
             );
             reported_drops = drops;
         }
+        unrouted.report(stop);
         if stop {
             return;
         }
+    }
+}
+
+/// Adds `n` to `code`'s count in `counts` (a handful of codes: a list is enough).
+fn count_code(
+    counts: &mut Vec<(&'static str, &'static str, u64)>,
+    code: &'static str,
+    desc: &'static str,
+    n: u64,
+) {
+    match counts.iter_mut().find(|(c, _, _)| *c == code) {
+        Some((_, _, count)) => *count += n,
+        None => counts.push((code, desc, n)),
+    }
+}
+
+/// Counts of errors for no app, not yet reported.
+#[derive(Default)]
+struct Unrouted {
+    counts: Vec<(&'static str, &'static str, u64)>,
+    /// When each code was last reported.
+    last_report: Vec<(&'static str, Instant)>,
+}
+
+impl Unrouted {
+    fn add(&mut self, taken: Vec<(&'static str, &'static str, u64)>) {
+        for (code, desc, n) in taken {
+            count_code(&mut self.counts, code, desc, n);
+        }
+    }
+
+    /// A stderr line per code counted, unless that code's last report is recent (`all`:
+    /// regardless).
+    fn report(&mut self, all: bool) {
+        let now = Instant::now();
+        self.counts.retain(|&(code, desc, n)| {
+            let last = self.last_report.iter().find(|(c, _)| *c == code);
+            if !all && last.is_some_and(|(_, at)| now - *at < UNROUTED_REPORT_INTERVAL) {
+                return true;
+            }
+            eprintln!(
+                "slipway router: at=error code={code} desc=\"{desc}\" requests={n} (for no app, since the last report)"
+            );
+            self.last_report.retain(|(c, _)| *c != code);
+            self.last_report.push((code, now));
+            false
+        });
     }
 }
 

@@ -196,6 +196,7 @@ impl Router {
                 quarantine: config.quarantine,
                 max_idle_per_backend: config.max_idle_per_backend,
                 idle_timeout: config.upstream_idle_timeout,
+                body_idle_timeout: config.body_idle_timeout,
             },
             log,
             config,

@@ -60,6 +60,8 @@ pub(crate) struct UpstreamConfig {
     pub quarantine: Duration,
     pub max_idle_per_backend: usize,
     pub idle_timeout: Duration,
+    /// Longest silence of a backend in the middle of a response body.
+    pub body_idle_timeout: Duration,
 }
 
 /// The parts of a request that are sent upstream besides its body.

@@ -628,6 +628,9 @@ impl Shared {
                     inst.phase = st.phase;
                     inst.pid = st.pid.or(inst.pid);
                     inst.ip = st.ip.or(inst.ip);
+                    // The monitor's start time, which a daemon that adopts it reads too.
+                    inst.started_at.clone_from(&st.started_at);
+                    inst.started_ms = st.started_ms;
                     if st.phase == Phase::Up && was != Phase::Up {
                         out.event(app, ev::state_changed(&inst.name, "starting", "up"));
                     }
@@ -972,6 +975,7 @@ impl Shared {
             probe: r.kind == "web" && !one_off,
             one_off,
             grace_ms: self.settings.options.stop_grace.as_millis() as u64,
+            console_size: None,
             restarts: r.restarts,
             backoff_step: r.backoff_step,
         }

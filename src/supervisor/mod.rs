@@ -198,7 +198,8 @@ pub enum SupervisorError {
     Detached { name: String },
 }
 
-/// Settings of the supervisor that the config file does not (yet) carry.
+/// Settings of the supervisor: `boot_timeout`, `stop_grace` and `max_one_offs` come from
+/// the [`Config`] ([`Options::from_config`]); the others are for tests.
 #[derive(Clone)]
 pub struct Options {
     /// How long a web container has to accept TCP on its port.
@@ -224,15 +225,27 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Options {
         Options {
-            boot_timeout: Duration::from_secs(60),
-            stop_grace: Duration::from_secs(30),
+            boot_timeout: Duration::from_secs(crate::config::DEFAULT_BOOT_TIMEOUT_SECS),
+            stop_grace: Duration::from_secs(crate::config::DEFAULT_STOP_GRACE_SECS),
             hook_timeout: Duration::from_secs(20 * 60),
             drain: Duration::from_secs(1),
-            max_one_offs: 10,
+            max_one_offs: crate::config::DEFAULT_MAX_ONE_OFFS,
             backoff: Backoff::default(),
             clock: Arc::new(SystemClock),
             monitor_exe: None,
             tick: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Options {
+    /// The defaults, with the settings the config file carries.
+    pub fn from_config(config: &Config) -> Options {
+        Options {
+            boot_timeout: config.boot_timeout,
+            stop_grace: config.stop_grace_period,
+            max_one_offs: config.max_one_offs,
+            ..Options::default()
         }
     }
 }
@@ -246,9 +259,9 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Re-adopt the running monitors, clean after dead ones, and start reconciling every
-    /// app's formation.
+    /// app's formation (with the config's boot timeout, grace period and one-off limit).
     pub fn start(config: &Config, events: Arc<dyn Events>) -> Result<Supervisor, SupervisorError> {
-        Supervisor::start_with(config, events, Options::default())
+        Supervisor::start_with(config, events, Options::from_config(config))
     }
 
     pub fn start_with(

@@ -333,6 +333,15 @@ impl Monitor {
         if self.spec.mode == Mode::Terminal {
             if let Some(p) = spec.process_mut() {
                 p.set_terminal(Some(true));
+                // Sized at birth: the program's first look at its terminal is right.
+                if let Some((rows, cols)) = self.spec.console_size {
+                    let size = oci_spec::runtime::BoxBuilder::default()
+                        .height(u64::from(rows))
+                        .width(u64::from(cols))
+                        .build()
+                        .map_err(|e| format!("console size: {e}"))?;
+                    p.set_console_size(Some(size));
+                }
             }
         }
         let bundle = sandbox.workspace().join("bundle");

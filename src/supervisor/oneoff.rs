@@ -28,8 +28,9 @@ pub enum OneOffMode {
     Detached,
     /// stdin, stdout and stderr are pipes the caller holds.
     Attached,
-    /// A pty: the caller holds its master (`OneOff::pty`).
-    Terminal,
+    /// A pty of `rows` x `cols` (0 when unknown), sized before the command starts: the
+    /// caller holds its master (`OneOff::pty`) and resizes it later.
+    Terminal { rows: u16, cols: u16 },
 }
 
 /// A started one-off.
@@ -177,7 +178,7 @@ pub fn start(
                 mode: match mode {
                     OneOffMode::Detached => Mode::Daemon,
                     OneOffMode::Attached => Mode::Attached,
-                    OneOffMode::Terminal => Mode::Terminal,
+                    OneOffMode::Terminal { .. } => Mode::Terminal,
                 },
                 restarts: 0,
                 backoff_step: 0,
@@ -223,7 +224,10 @@ pub fn start(
         return Ok(one);
     }
     // Attached: the monitor is our child; events and spawns of the reservation are ours.
-    let job = out.spawns.pop().expect("one reservation");
+    let mut job = out.spawns.pop().expect("one reservation");
+    if let OneOffMode::Terminal { rows, cols } = mode {
+        job.spec.console_size = (rows > 0 && cols > 0).then_some((rows, cols));
+    }
     sh.deliver(out);
     if let Some(dir) = job.spec.state_file.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -239,7 +243,7 @@ pub fn start(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut ours: Option<UnixStream> = None;
-    if mode == OneOffMode::Terminal {
+    if matches!(mode, OneOffMode::Terminal { .. }) {
         let (a, b) = match UnixStream::pair() {
             Ok(p) => p,
             Err(source) => {

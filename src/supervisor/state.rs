@@ -74,6 +74,9 @@ pub struct MonitorSpec {
     pub one_off: bool,
     /// SIGTERM to SIGKILL, when stopped.
     pub grace_ms: u64,
+    /// `Mode::Terminal`: the pty's size (rows, columns) when the command starts.
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
     /// Carried over from the instance this one replaces (restart policy, `ps`).
     pub restarts: u32,
     pub backoff_step: u32,
@@ -288,6 +291,7 @@ mod tests {
             probe: true,
             one_off: false,
             grace_ms: 1000,
+            console_size: Some((24, 80)),
             restarts: 0,
             backoff_step: 0,
         };

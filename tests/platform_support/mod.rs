@@ -2,13 +2,13 @@
 //! ports), the `slipway` CLI pointed at it, raw HTTP requests to the API, and app sources.
 #![allow(dead_code)]
 
+pub mod running;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-pub mod platform;
 
 pub const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
 pub const RUNTIME: &str = env!("CARGO_BIN_EXE_slipway-runtime");
@@ -210,9 +210,7 @@ impl World {
 
     /// GET http://HOST/PATH through the router (or any local port): (status, body).
     pub fn get_path(&self, port: u16, host: &str, path: &str) -> Option<(u16, String)> {
-        let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        Some(http(s, "GET", path, &[("Host", host)], b""))
+        get_path_at(port, host, path)
     }
 }
 
@@ -232,6 +230,18 @@ impl Drop for World {
             }
         }
     }
+}
+
+/// GET http://HOST/ on a local port: (status, body), or None without a connection.
+pub fn get_at(port: u16, host: &str) -> Option<(u16, String)> {
+    get_path_at(port, host, "/")
+}
+
+/// GET http://HOST/PATH on a local port: (status, body).
+pub fn get_path_at(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    Some(http(s, "GET", path, &[("Host", host)], b""))
 }
 
 /// One request on `s` with `Connection: close`: (status, body).
@@ -317,6 +327,38 @@ print("listening on", os.environ["PORT"], flush=True)
 http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 "#
         ),
+    )
+    .unwrap();
+}
+
+/// An app whose web process answers with its container's name (`web-2`) and logs nothing
+/// per request, and whose `clock` process logs `tick N` (N = 0, 1, 2, …) every 50 ms.
+pub fn write_named_app(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("Procfile"),
+        "web: exec python3 -u server.py\nclock: exec python3 -u clock.py\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("server.py"),
+        r#"import http.server, os
+NAME = os.environ["CONTAINER"].encode()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(NAME)))
+        self.end_headers()
+        self.wfile.write(NAME)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("clock.py"),
+        "import itertools, time\nfor n in itertools.count():\n    print('tick', n, flush=True)\n    time.sleep(0.05)\n",
     )
     .unwrap();
 }

@@ -36,7 +36,8 @@ pub type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 /// Paths: `/` (the name), `/headers` (the request headers, one `name: value` a line),
 /// `/upload` (reads the body, answers `NAME received N`), `/download?bytes=N` (N bytes,
 /// streamed), `/slow?ms=N` (waits before the head), `/gate` (sends `first\n`, waits for
-/// [`TestBackend::gate`], then `second\n`), `/ws` (WebSocket echo).
+/// [`TestBackend::gate`], then `second\n`), `/drip?n=N&ms=M` (N lines `drop\n`, one every M
+/// ms), `/ws` (WebSocket echo).
 pub struct TestBackend {
     pub name: String,
     pub addr: SocketAddr,
@@ -175,6 +176,19 @@ async fn answer(
                 let _ = tx.send(Bytes::from_static(b"first\n")).await;
                 gate.notified().await;
                 let _ = tx.send(Bytes::from_static(b"second\n")).await;
+            });
+            Channel { rx }.boxed()
+        }
+        "/drip" => {
+            let (n, ms) = (query_number(&req, "n"), query_number(&req, "ms"));
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+            tokio::spawn(async move {
+                for _ in 0..n {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    if tx.send(Bytes::from_static(b"drop\n")).await.is_err() {
+                        return;
+                    }
+                }
             });
             Channel { rx }.boxed()
         }

@@ -1,20 +1,20 @@
-//! The platform as it runs on a host: a world's real `slipway daemon` (with its supervisor)
-//! and `slipway router`, as processes of their own; stopped, and their containers with them,
-//! when dropped.
-use std::process::Child;
+//! A test's slipway as it runs on a host: the real `slipway daemon` and `slipway router`
+//! processes of a [`World`], started, killed and started again as a test needs, and stopped
+//! with everything they ran when the test ends (passed or not).
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slipway::api::routes::Backend;
 use slipway::supervisor::{Events, Options, Supervisor};
 
-use super::{World, SLIPWAY};
+use super::{World, RUNTIME, SLIPWAY};
 
 /// A world with its daemon and router running.
 pub struct Platform {
     pub world: World,
-    pub daemon: Option<Child>,
-    pub router: Option<Child>,
+    daemon: Option<Child>,
+    router: Option<Child>,
 }
 
 struct NoEvents;
@@ -24,25 +24,24 @@ impl Events for NoEvents {
 }
 
 impl Platform {
+    /// With an empty config file and the router's defaults.
     pub fn start() -> Platform {
-        let world = World::new();
-        world.write_config("");
-        Self::start_in(world)
+        Platform::start_with("", &[])
     }
 
-    /// Starts the daemon and the router of a new world whose config file is `config`, with
-    /// the TCP API (and git remotes) on the world's API port.
-    pub fn start_with(config: &str) -> Platform {
+    /// With `config` as the config file (after the TCP API's address on the world's API
+    /// port, which git remotes use too) and `router_args` for `slipway router`.
+    pub fn start_with(config: &str, router_args: &[&str]) -> Platform {
         let world = World::new();
         world.write_config(&format!(
             "api_listen = \"127.0.0.1:{}\"\n{config}",
             world.api_port
         ));
-        Self::start_in(world)
+        Platform::start_in(world, router_args)
     }
 
-    /// Starts the daemon and the router of `world` (its config file written).
-    pub fn start_in(world: World) -> Platform {
+    /// Starts the daemon and the router of `world`, its config file written.
+    pub fn start_in(world: World, router_args: &[&str]) -> Platform {
         assert!(
             nix::unistd::Uid::effective().is_root(),
             "platform tests need root (containers, networks): run them as root"
@@ -58,6 +57,7 @@ impl Platform {
             p.world
                 .cmd()
                 .arg("router")
+                .args(router_args)
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .spawn()
@@ -71,6 +71,7 @@ impl Platform {
         p
     }
 
+    /// Starts the daemon; returns once it said READY=1 (it serves and has recovered).
     pub fn start_daemon(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -165,11 +166,43 @@ impl Platform {
         format!("{list}\n{log}{err}")
     }
 
+    /// SIGKILL to the daemon (its containers' monitors and the router live on).
     pub fn kill_daemon(&mut self) {
         if let Some(mut d) = self.daemon.take() {
             let _ = d.kill();
             let _ = d.wait();
         }
+    }
+
+    /// `slipway ps -a APP --json`.
+    pub fn ps(&self, app: &str) -> Vec<serde_json::Value> {
+        let out = self.world.ok(&["ps", "-a", app, "--json"]);
+        match serde_json::from_str(&out) {
+            Ok(serde_json::Value::Array(list)) => list,
+            other => panic!("ps: {other:?}\n{out}"),
+        }
+    }
+
+    /// Waits until `app` has `n` containers of `kind` up.
+    pub fn wait_up(&self, app: &str, kind: &str, n: usize) {
+        let what = format!("{n} {kind} containers of {app} up");
+        self.world.eventually(&what, Duration::from_secs(90), || {
+            let ps = self.ps(app);
+            ps.iter()
+                .filter(|c| c["kind"] == kind && c["state"] == "up")
+                .count()
+                == n
+        });
+    }
+
+    /// The lines of `app`'s router log.
+    pub fn router_log(&self, app: &str) -> Vec<String> {
+        let path = self.world.data().join("logs").join(app).join("router.log");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
     }
 }
 
@@ -215,4 +248,18 @@ impl Drop for Platform {
             }
         }
     }
+}
+
+/// The runtime's containers of this world.
+pub fn containers(w: &World) -> Vec<String> {
+    let out = Command::new(RUNTIME)
+        .arg("--root")
+        .arg(w.run_dir().join("runtime"))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
 }
