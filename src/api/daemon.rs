@@ -281,7 +281,11 @@ fn bind_socket(
         std::fs::remove_file(path).map_err(io_err("removing the stale socket", path))?;
     }
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
+    // Unique per bind: one process may bind several sockets at once (tests run daemons in
+    // threads).
+    static BINDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = BINDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tmp.push(format!(".tmp-{}-{n}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
     let listener =

@@ -103,6 +103,8 @@ impl World {
         let mut c = slipway::config::Config::in_data_dir(&self.data());
         c.run_dir = self.run_dir();
         c.socket = self.socket();
+        c.git_socket = self.run_dir().join("git.sock");
+        c.git_authorized_keys = self.data().join("git-home/.ssh/authorized_keys");
         c.token_file = self.data().join("api-token");
         c.stacks_dir = Self::stacks_dir().into();
         c.buildpacks_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("buildpacks");
