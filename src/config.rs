@@ -74,6 +74,8 @@ pub struct Config {
     pub socket: PathBuf,
     /// The daemon's TCP API, when set (token required).
     pub api_listen: Option<SocketAddr>,
+    /// The TCP API over HTTPS: a PEM certificate chain and its key (both, or neither).
+    pub api_tls: Option<TlsFiles>,
     /// The TCP API's bearer token (generated at the daemon's first start; root only).
     pub token_file: PathBuf,
     pub router_listen: String,
@@ -94,6 +96,13 @@ pub struct Config {
     pub stop_grace_period: Duration,
     /// Most one-off containers per app at once.
     pub max_one_offs: usize,
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Values given on the command line or in the environment; `None` falls through.
@@ -137,6 +146,8 @@ struct FileConfig {
     buildpacks_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
     api_listen: Option<String>,
+    api_tls_cert: Option<PathBuf>,
+    api_tls_key: Option<PathBuf>,
     token_file: Option<PathBuf>,
     router_listen: Option<String>,
     base_domain: Option<String>,
@@ -242,6 +253,18 @@ impl Config {
             })?),
             _ => None,
         };
+        let api_tls = match (f.api_tls_cert, f.api_tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (cert, _) => {
+                return Err(ConfigError::Value {
+                    what: "API TLS files",
+                    value: cert.map_or("api_tls_key".into(), |_| "api_tls_cert".into()),
+                    message: "give both api_tls_cert and api_tls_key (PEM files), or neither"
+                        .into(),
+                })
+            }
+        };
         let git_user = o
             .git_user
             .or(f.git_user)
@@ -309,6 +332,7 @@ impl Config {
             build_network,
             app_network,
             api_listen,
+            api_tls,
         })
     }
 }

@@ -3,7 +3,7 @@
 //! loopback standing in for GitHub. Each test has its own world (data dir, bridges, ports).
 mod platform_support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use platform_support::running::Platform;
@@ -22,6 +22,8 @@ fn git(w: &World, dir: &Path, args: &[&str]) -> (bool, String) {
         ])
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
+        // The host's CA bundle setting would win over the test's http.sslCAInfo.
+        .env_remove("GIT_SSL_CAINFO")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("HOME", w.dir.path());
     for (k, v) in w.env() {
@@ -67,6 +69,30 @@ fn commit_all(w: &World, dir: &Path, message: &str) -> String {
     git_ok(w, dir, &["rev-parse", "HEAD"]).trim().to_string()
 }
 
+/// Creates `app` and a repository of a site saying `text`, committed, with the `slipway`
+/// remote `git-remote` adds, which must be a `scheme` URL to the daemon: the repository and
+/// its commit.
+fn app_with_remote(w: &World, app: &str, text: &str, scheme: &str) -> (PathBuf, String) {
+    w.ok(&["create", app]);
+    let repo = w.dir.path().join(app);
+    write_site(&repo, text);
+    git_ok(w, &repo, &["init", "-q"]);
+    let first = commit_all(w, &repo, text);
+    let out = w
+        .cmd()
+        .current_dir(&repo)
+        .args(["git-remote", "-a", app])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let url = git_ok(w, &repo, &["remote", "get-url", "slipway"]);
+    assert_eq!(
+        url.trim(),
+        format!("{scheme}://127.0.0.1:{}/{app}.git", w.api_port)
+    );
+    (repo, first)
+}
+
 /// The commit `branch` of the app's remote points at (none when it has no such branch).
 fn remote_head(w: &World, dir: &Path, branch: &str) -> Option<String> {
     let out = git_ok(
@@ -85,23 +111,7 @@ fn deployments(w: &World, app: &str) -> Vec<serde_json::Value> {
 fn a_push_deploys_and_a_failing_one_is_rejected_with_the_branch_unmoved() {
     let p = Platform::start_with("", &[]);
     let w = &p.world;
-    w.ok(&["create", "site"]);
-    let repo = w.dir.path().join("site");
-    write_site(&repo, "one");
-    git_ok(w, &repo, &["init", "-q"]);
-    let first = commit_all(w, &repo, "one");
-    let out = w
-        .cmd()
-        .current_dir(&repo)
-        .args(["git-remote", "-a", "site"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let url = git_ok(w, &repo, &["remote", "get-url", "slipway"]);
-    assert_eq!(
-        url.trim(),
-        format!("http://127.0.0.1:{}/site.git", w.api_port)
-    );
+    let (repo, first) = app_with_remote(w, "site", "one", "http");
 
     // A push deploys: the build's output reaches the pusher as it happens.
     let out = git_ok(w, &repo, &["push", "slipway", "main"]);
@@ -437,4 +447,40 @@ fn github_pushes_deploy_the_signed_commit_once_and_nothing_else() {
     let (status, _) = deliver(w, "push", "d-3", &push, Some(&sign(secret, &push)));
     assert_eq!(status, 404);
     assert_eq!(deployments(w, "shop").len(), 3);
+}
+
+#[test]
+fn with_a_certificate_the_git_remote_is_https_and_a_push_deploys_through_it() {
+    use rcgen::{CertificateParams, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let p = Platform::start_with(
+        &format!(
+            "api_tls_cert = {:?}\napi_tls_key = {:?}\n",
+            cert_file.display().to_string(),
+            key_file.display().to_string()
+        ),
+        &[],
+    );
+    let w = &p.world;
+    let (repo, _) = app_with_remote(w, "secure", "over tls", "https");
+
+    // A client that does not trust the certificate stops at the handshake.
+    let (ok, out) = git(w, &repo, &["push", "slipway", "main"]);
+    assert!(!ok && out.contains("certificate"), "{out}");
+    let ca = format!("http.sslCAInfo={}", cert_file.display());
+    let out = git_ok(w, &repo, &["-c", &ca, "push", "slipway", "main"]);
+    assert!(out.contains("is live at"), "{out}");
+    p.answers("secure", "over tls");
+    // Plain HTTP on the TLS port is no way around it.
+    let plain = format!("http://127.0.0.1:{}/secure.git", w.api_port);
+    let (ok, _) = git(w, &repo, &["ls-remote", &plain]);
+    assert!(!ok);
 }

@@ -67,6 +67,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the API's TLS certificate: {0}; fix api_tls_cert and api_tls_key in the config file")]
+    Tls(String),
     #[error("another slipway daemon answers on {0}; stop it first (`systemctl stop slipway`), or give this one its own --socket")]
     AlreadyRunning(PathBuf),
     #[error("the API cannot listen on {addr}: {source}; pick a free address with --listen (SLIPWAY_API_LISTEN)")]
@@ -456,6 +458,12 @@ pub async fn run(
         ),
         None => None,
     };
+    let tls = match &config.api_tls {
+        Some(files) => Some(
+            super::tls::single_cert_config(&files.cert, &files.key).map_err(DaemonError::Tls)?,
+        ),
+        None => None,
+    };
     let runner = match make_runner(&config, events.clone()) {
         Ok(r) => r,
         Err(e) => {
@@ -509,6 +517,7 @@ pub async fn run(
         servers.push(tokio::spawn(super::server::serve_tcp(
             daemon.clone(),
             tcp,
+            tls.clone(),
             stop_rx.clone(),
         )));
     }
@@ -521,7 +530,15 @@ pub async fn run(
         config.socket.display(),
         config
             .api_listen
-            .map(|a| format!(" and {a} (token in {})", config.token_file.display()))
+            .map(|a| format!(
+                " and {}://{a} (token in {})",
+                if config.api_tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
+                config.token_file.display()
+            ))
             .unwrap_or_default()
     );
     sd_notify("READY=1");

@@ -14,4 +14,5 @@ pub mod keys;
 pub mod routes;
 pub mod runner;
 pub mod server;
+pub mod tls;
 pub mod wire;

@@ -106,14 +106,21 @@ pub async fn serve_unix(
     serve(listener, router(d), stop).await
 }
 
-/// Serves TCP (token required) until `stop` turns true.
+/// Serves TCP (token required), over TLS when `tls` is given, until `stop` turns true.
 pub async fn serve_tcp(
     d: Arc<Daemon>,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let app = router(d.clone()).layer(axum::middleware::from_fn_with_state(d, require_token));
-    serve(listener, app, stop).await
+    match tls {
+        None => serve(listener, app, stop).await,
+        Some(config) => match super::tls::TlsListener::new(listener, config) {
+            Ok(listener) => serve(listener, app, stop).await,
+            Err(e) => eprintln!("slipway daemon: the TLS listener failed: {e}"),
+        },
+    }
 }
 
 async fn serve<L>(listener: L, app: Router, mut stop: tokio::sync::watch::Receiver<bool>)

@@ -98,7 +98,12 @@ fn api_base(config: &Config) -> anyhow::Result<String> {
     } else {
         addr.ip().to_string()
     };
-    Ok(format!("http://{host}:{}", addr.port()))
+    let scheme = if config.api_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    Ok(format!("{scheme}://{host}:{}", addr.port()))
 }
 
 /// `slipway git-remote -a APP`: adds (or points) the remote of the repository in the
