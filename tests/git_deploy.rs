@@ -479,6 +479,22 @@ fn with_a_certificate_the_git_remote_is_https_and_a_push_deploys_through_it() {
     let out = git_ok(w, &repo, &["-c", &ca, "push", "slipway", "main"]);
     assert!(out.contains("is live at"), "{out}");
     p.answers("secure", "over tls");
+    // The CLI over the TCP API: with the CA trusted, and refused without.
+    let api = format!("https://127.0.0.1:{}", w.api_port);
+    let out = w
+        .cmd()
+        .args(["--api-url", &api, "apps"])
+        .env("SLIPWAY_API_CA", &cert_file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("secure"), "{out:?}");
+    let out = w.cmd().args(["--api-url", &api, "apps"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("SLIPWAY_API_CA"),
+        "{text}"
+    );
     // Plain HTTP on the TLS port is no way around it.
     let plain = format!("http://127.0.0.1:{}/secure.git", w.api_port);
     let (ok, _) = git(w, &repo, &["ls-remote", &plain]);

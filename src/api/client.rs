@@ -24,14 +24,21 @@ use super::wire::{ErrorBody, ATTACH_PROTOCOL};
 pub enum Endpoint {
     /// Its unix socket (root only).
     Unix(PathBuf),
-    /// `HOST:PORT` of its TCP listener, with the token.
-    Tcp { addr: String, token: String },
+    /// `HOST:PORT` of its TCP listener, with the token; over TLS when `tls`.
+    Tcp {
+        addr: String,
+        token: String,
+        tls: bool,
+    },
 }
 
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Endpoint::Unix(p) => write!(f, "{}", p.display()),
+            Endpoint::Tcp {
+                addr, tls: true, ..
+            } => write!(f, "https://{addr}"),
             Endpoint::Tcp { addr, .. } => write!(f, "http://{addr}"),
         }
     }
@@ -126,7 +133,7 @@ impl Client {
                         connect_err(e, hint)
                     })?,
             ),
-            Endpoint::Tcp { addr, token } => {
+            Endpoint::Tcp { addr, token, tls } => {
                 let value = format!("Bearer {token}");
                 req.headers_mut().insert(
                     header::AUTHORIZATION,
@@ -134,12 +141,22 @@ impl Client {
                         self.protocol("the API token holds characters a header cannot carry; copy it again from `slipway token`")
                     })?,
                 );
-                Box::new(tokio::net::TcpStream::connect(addr).await.map_err(|e| {
+                let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
                     connect_err(
                         e,
                         "check SLIPWAY_API_URL, and that the daemon listens there (--listen)",
                     )
-                })?)
+                })?;
+                if *tls {
+                    Box::new(tls_connect(addr, tcp).await.map_err(|e| {
+                        connect_err(
+                            e,
+                            "the daemon's certificate must be trusted: set SLIPWAY_API_CA to its CA's PEM file, or use http:// if the daemon has no certificate",
+                        )
+                    })?)
+                } else {
+                    Box::new(tcp)
+                }
             }
         };
         let host = match &self.endpoint {
@@ -361,5 +378,42 @@ impl Lines {
 }
 
 /// A connection of either kind.
+/// TLS over `tcp` to `addr` (`HOST:PORT`), trusting the CA file SLIPWAY_API_CA names, else
+/// the system's bundle (SSL_CERT_FILE, or Debian's).
+async fn tls_connect(
+    addr: &str,
+    tcp: tokio::net::TcpStream,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    let ca_file = std::env::var_os("SLIPWAY_API_CA")
+        .or_else(|| std::env::var_os("SSL_CERT_FILE"))
+        .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&ca_file)
+        .map_err(|e| invalid(format!("reading {}: {e}", ca_file.to_string_lossy())))?
+        .flatten()
+    {
+        let _ = roots.add(cert);
+    }
+    let config = ClientConfig::builder_with_provider(super::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name =
+        ServerName::try_from(host.to_string()).map_err(|e| invalid(format!("{host}: {e}")))?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}

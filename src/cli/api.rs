@@ -24,13 +24,14 @@ impl ApiArgs {
         let Some(url) = &self.api_url else {
             return Ok(Client::new(Endpoint::Unix(config.socket.clone())));
         };
-        let addr = url
-            .strip_prefix("http://")
-            .with_context(|| {
-                format!("--api-url {url:?}: use http://HOST:PORT (the daemon's --listen address)")
-            })?
-            .trim_end_matches('/')
-            .to_string();
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            _ => bail!(
+                "--api-url {url:?}: use http://HOST:PORT or https://HOST:PORT (the daemon's --listen address)"
+            ),
+        };
+        let addr = rest.trim_end_matches('/').to_string();
         let token = std::env::var("SLIPWAY_API_TOKEN")
             .ok()
             .filter(|t| !t.trim().is_empty())
@@ -39,7 +40,7 @@ impl ApiArgs {
             .with_context(|| {
                 "the TCP API needs its token: set SLIPWAY_API_TOKEN to what `slipway token` prints on the daemon's host"
             })?;
-        Ok(Client::new(Endpoint::Tcp { addr, token }))
+        Ok(Client::new(Endpoint::Tcp { addr, token, tls }))
     }
 }
 
