@@ -5,6 +5,7 @@ mod platform_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use platform_support::running::Platform;
 use platform_support::*;
@@ -499,4 +500,89 @@ fn with_a_certificate_the_git_remote_is_https_and_a_push_deploys_through_it() {
     let plain = format!("http://127.0.0.1:{}/secure.git", w.api_port);
     let (ok, _) = git(w, &repo, &["ls-remote", &plain]);
     assert!(!ok);
+}
+
+/// The processes whose environment points at this world's data dir (git, hooks, builds).
+fn processes_of(w: &World) -> Vec<String> {
+    let needle = format!("SLIPWAY_DATA_DIR={}", w.data().display());
+    let daemon_like = |cmdline: &str| {
+        cmdline.contains(" daemon") || cmdline.contains(" router") || cmdline.contains(" monitor")
+    };
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| {
+            let env = std::fs::read(e.path().join("environ")).ok()?;
+            let env = String::from_utf8_lossy(&env);
+            if !env.split('\0').any(|v| v == needle) {
+                return None;
+            }
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (!daemon_like(&cmdline)).then_some(cmdline)
+        })
+        .collect()
+}
+
+#[test]
+fn a_push_interrupted_mid_deployment_leaves_nothing_behind_and_the_next_one_works() {
+    let p = Platform::start_with("", &[]);
+    let w = &p.world;
+    let (repo, _) = app_with_remote(w, "slow", "zero", "http");
+    git_ok(w, &repo, &["push", "slipway", "main"]);
+    p.answers("slow", "zero");
+    for (round, signal) in [(1, libc::SIGINT), (2, libc::SIGKILL)] {
+        write_site(&repo, &format!("round {round}"));
+        // A web process that takes a while to listen: the rollout, and so the push, lasts.
+        std::fs::write(
+            repo.join("Procfile"),
+            "web: sleep 3 && cd www && exec python3 -m http.server --bind 0.0.0.0 \"$PORT\"\n",
+        )
+        .unwrap();
+        commit_all(w, &repo, &format!("round {round}"));
+        let before = deployments(w, "slow").len();
+        let mut cmd = Command::new("git");
+        cmd.current_dir(&repo)
+            .args(["push", "slipway", "main"])
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("HOME", w.dir.path())
+            .envs(w.env())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let path = format!(
+            "{}:{}",
+            Path::new(SLIPWAY).parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut push = cmd.env("PATH", path).spawn().unwrap();
+        // Interrupted while the deployment runs, as Ctrl-C (the whole process group) or
+        // SIGKILL would.
+        w.eventually("the deployment to start", Duration::from_secs(30), || {
+            deployments(w, "slow").len() > before
+        });
+        unsafe { libc::kill(-(push.id() as i32), signal) };
+        let _ = push.wait();
+        // The deployment goes on without its pusher; then nothing of the push is left.
+        w.eventually("the deployment to end", Duration::from_secs(60), || {
+            let status = deployments(w, "slow")[0]["status"].clone();
+            !["queued", "building", "starting", "running-postdeploy"]
+                .iter()
+                .any(|s| status == *s)
+        });
+        p.answers("slow", &format!("round {round}"));
+        w.eventually("the push's processes to go", Duration::from_secs(20), || {
+            processes_of(w).is_empty()
+        });
+        let checkouts = w.data().join("git/.checkouts");
+        let left: Vec<_> = std::fs::read_dir(&checkouts).into_iter().flatten().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+    // A later push works.
+    write_site(&repo, "after");
+    commit_all(w, &repo, "after");
+    let out = git_ok(w, &repo, &["push", "slipway", "main"]);
+    assert!(out.contains("is live"), "{out}");
+    p.answers("slow", "after");
 }
