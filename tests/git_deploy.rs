@@ -502,11 +502,15 @@ fn with_a_certificate_the_git_remote_is_https_and_a_push_deploys_through_it() {
     assert!(!ok);
 }
 
-/// The processes whose environment points at this world's data dir (git, hooks, builds).
+/// The processes whose environment points at this world's data dir (git, hooks, builds),
+/// but those that run the apps.
 fn processes_of(w: &World) -> Vec<String> {
     let needle = format!("SLIPWAY_DATA_DIR={}", w.data().display());
+    // What runs the apps stays: the daemon, the router, monitors and containers' inits.
     let daemon_like = |cmdline: &str| {
-        cmdline.contains(" daemon") || cmdline.contains(" router") || cmdline.contains(" monitor")
+        [" daemon", " router", " monitor", "slipway-runtime"]
+            .iter()
+            .any(|p| cmdline.contains(p))
     };
     std::fs::read_dir("/proc")
         .unwrap()
@@ -572,11 +576,23 @@ fn a_push_interrupted_mid_deployment_leaves_nothing_behind_and_the_next_one_work
                 .any(|s| status == *s)
         });
         p.answers("slow", &format!("round {round}"));
-        w.eventually("the push's processes to go", Duration::from_secs(20), || {
-            processes_of(w).is_empty()
-        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = processes_of(w);
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running after the push's deployment ended: {left:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let checkouts = w.data().join("git/.checkouts");
-        let left: Vec<_> = std::fs::read_dir(&checkouts).into_iter().flatten().collect();
+        let left: Vec<_> = std::fs::read_dir(&checkouts)
+            .into_iter()
+            .flatten()
+            .collect();
         assert!(left.is_empty(), "{left:?}");
     }
     // A later push works.
