@@ -170,10 +170,16 @@ impl Setup {
             nix::unistd::Uid::effective().is_root(),
             "this test makes a user and runs sshd: run it as root"
         );
-        let world = World::new();
+        let mut world = World::new();
         // The git user walks to the socket and sshd (as that user) to authorized_keys.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(world.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // The git user runs the binary the daemon names in authorized_keys: a copy in the
+        // world, since the build tree may sit where other users cannot walk (/root/…).
+        let bin = world.dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy(SLIPWAY, bin.join("slipway")).unwrap();
+        world.slipway = bin.join("slipway");
         let home = world.data().join("git-home");
         let user = TestUser::create(&home);
         world.write_config(&format!("git_user = \"{}\"\n", user.name));

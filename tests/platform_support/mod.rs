@@ -23,6 +23,8 @@ pub struct World {
     pub app_subnet: String,
     pub router_port: u16,
     pub api_port: u16,
+    /// The slipway binary the world's commands (the daemon among them) run.
+    pub slipway: PathBuf,
 }
 
 /// A free TCP port on loopback (bound and released).
@@ -50,6 +52,7 @@ impl World {
             app_subnet: format!("10.{}.{}.0/24", 100 + (pid % 40), 2 * n + 1),
             router_port: free_port(),
             api_port: free_port(),
+            slipway: SLIPWAY.into(),
         }
     }
 
@@ -124,7 +127,7 @@ impl World {
 
     /// The slipway CLI against this world.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(SLIPWAY);
+        let mut c = Command::new(&self.slipway);
         for (k, v) in self.env() {
             c.env(k, v);
         }
