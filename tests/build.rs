@@ -2,184 +2,31 @@
 //! then their web process runs with `slipway slug run` and answers a real HTTP request.
 //! Stacks are shared (`SLIPWAY_TEST_STACKS_DIR`, default /var/lib/slipway; scripts/test builds
 //! them first); everything else (data dir, bridge, subnet, run dir) is per test.
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+mod build_support;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use build_support::*;
 use serde_json::Value;
 
-const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+fn new_env() -> BuildEnv {
+    BuildEnv::new("slwb", 150)
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-    bridge: String,
-    subnet: String,
-}
-
-impl Env {
-    fn new() -> Env {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id();
-        // Bridge names are at most 15 characters; subnets unique per process and test.
-        let bridge = format!("slwb{:x}{n}", pid % 0xffff);
-        let subnet = format!("10.{}.{}.0/24", 150 + (pid % 50), n);
-        let dir = tempfile::Builder::new()
-            .prefix("slipway-build-test")
-            .tempdir()
-            .unwrap();
-        Env {
-            dir,
-            bridge,
-            subnet,
-        }
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(SLIPWAY);
-        c.arg("--data-dir").arg(self.data());
-        c.env(
-            "SLIPWAY_STACKS_DIR",
-            std::env::var("SLIPWAY_TEST_STACKS_DIR").unwrap_or("/var/lib/slipway".into()),
-        );
-        c.env("SLIPWAY_RUN_DIR", self.dir.path().join("run"));
-        c.env("SLIPWAY_BUILD_BRIDGE", &self.bridge);
-        c.env("SLIPWAY_BUILD_SUBNET", &self.subnet);
-        c.env("SLIPWAY_APP_BRIDGE", &self.bridge);
-        c.env("SLIPWAY_APP_SUBNET", &self.subnet);
-        c.stdin(Stdio::null());
-        c
-    }
-
-    /// `slipway build DIR --json ARGS`: (success, build output, result JSON).
-    fn build(&self, dir: &Path, args: &[&str]) -> (bool, String, Value) {
-        let out = self
-            .cmd()
-            .arg("build")
-            .arg(dir)
-            .arg("--json")
-            .args(args)
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&out.stderr).into_owned();
-        let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.success(), log, json)
-    }
-
-    fn build_ok(&self, dir: &Path, args: &[&str]) -> (String, Value) {
-        let (ok, log, json) = self.build(dir, args);
-        assert!(ok, "build of {} failed:\n{log}", dir.display());
-        (log, json)
-    }
-
-    /// Run the slug's web process and GET / from it.
-    fn serve_and_get(&self, slug: &str) -> String {
-        let mut child = self
-            .cmd()
-            .args(["slug", "run", slug, "--port", "5000"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        // Announced once the port accepts connections; the app may print before that.
-        let mut early = Vec::new();
-        let first = loop {
-            let line = lines
-                .next()
-                .unwrap_or_else(|| panic!("slug run ended early:\n{}", early.join("\n")))
-                .unwrap();
-            if line.contains("listening on http://") {
-                break line;
-            }
-            early.push(line);
-        };
-        let url = first
-            .split_whitespace()
-            .last()
-            .unwrap()
-            .trim_start_matches("http://")
-            .to_string();
-        let log =
-            std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
-        let body = get_with_retry(&url, Duration::from_secs(60), &mut child);
-        stop(&mut child);
-        let log = log.join().unwrap();
-        body.unwrap_or_else(|e| panic!("no answer from {url}: {e}\n{log}"))
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        use slipway::network::bridge::{Network, NetworkConfig};
-        if let Ok(n) = Network::new(NetworkConfig::new(
-            &self.bridge,
-            self.subnet.parse().unwrap(),
-            self.data().join("network"),
-        )) {
-            let _ = n.teardown_network();
-        }
-    }
-}
-
-fn stop(child: &mut Child) {
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn get_with_retry(addr: &str, timeout: Duration, server: &mut Child) -> Result<String, String> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        if let Some(status) = server.try_wait().unwrap() {
-            return Err(format!("the app exited ({status}) before answering"));
-        }
-        match TcpStream::connect(addr) {
-            Ok(mut s) => {
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n");
-                let mut resp = String::new();
-                let _ = s.read_to_string(&mut resp);
-                if resp.starts_with("HTTP/1.") && resp.contains(" 200 ") {
-                    return Ok(resp);
-                }
-                last = resp;
-            }
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Err(last)
-}
-
-fn slug_of(json: &Value) -> String {
-    json["slug"].as_str().unwrap().to_string()
+/// Runs the slug's web process and GETs / from it: the response.
+fn serve_and_get(env: &BuildEnv, slug: &str) -> String {
+    let mut run = env.slug_run(slug);
+    let body = wait_for_200(&run.addr, Duration::from_secs(60), &mut run.child);
+    let addr = run.addr.clone();
+    let log = run.stop();
+    body.unwrap_or_else(|e| panic!("no answer from {addr}: {e}\n{log}"))
 }
 
 #[test]
 fn python_flask_with_gunicorn() {
-    let env = Env::new();
+    let env = new_env();
     let (log, json) = env.build_ok(&fixture("apps/python"), &["-a", "pyapp"]);
     assert!(log.contains("-----> Python app detected"), "{log}");
     assert_eq!(json["process_types"][0]["name"], "web");
@@ -187,7 +34,7 @@ fn python_flask_with_gunicorn() {
         .as_str()
         .unwrap()
         .contains("gunicorn"));
-    let body = env.serve_and_get(&slug_of(&json));
+    let body = serve_and_get(&env, &slug_of(&json));
     assert!(
         body.contains("hello from python fixture on port 5000"),
         "{body}"
@@ -226,10 +73,10 @@ fn python_flask_with_gunicorn() {
 
 #[test]
 fn nodejs_express() {
-    let env = Env::new();
+    let env = new_env();
     let (log, json) = env.build_ok(&fixture("apps/nodejs"), &["-a", "nodeapp"]);
     assert!(log.contains("app detected"), "{log}");
-    let body = env.serve_and_get(&slug_of(&json));
+    let body = serve_and_get(&env, &slug_of(&json));
     assert!(
         body.contains("hello from nodejs fixture on port 5000"),
         "{body}"
@@ -261,7 +108,7 @@ fn nodejs_express() {
 
 #[test]
 fn a_build_cannot_reach_services_on_the_host() {
-    let env = Env::new();
+    let env = new_env();
     // A service on the host's loopback, and one on every host address.
     let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let any = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
@@ -292,9 +139,9 @@ fn a_build_cannot_reach_services_on_the_host() {
 
 #[test]
 fn go_app() {
-    let env = Env::new();
+    let env = new_env();
     let (_, json) = env.build_ok(&fixture("apps/go"), &["-a", "goapp"]);
-    let body = env.serve_and_get(&slug_of(&json));
+    let body = serve_and_get(&env, &slug_of(&json));
     assert!(
         body.contains("hello from go fixture on port 5000"),
         "{body}"
@@ -303,14 +150,14 @@ fn go_app() {
 
 #[test]
 fn static_site() {
-    let env = Env::new();
+    let env = new_env();
     // What a killed builder left behind is cleared by the next build.
     let abandoned = env.data().join("builds/build-site-dead");
     std::fs::create_dir_all(abandoned.join("app")).unwrap();
     std::fs::write(abandoned.join("owner"), "2147483646 1").unwrap();
     let (_, json) = env.build_ok(&fixture("apps/static"), &["-a", "site"]);
     assert!(!abandoned.exists(), "abandoned workspace not removed");
-    let body = env.serve_and_get(&slug_of(&json));
+    let body = serve_and_get(&env, &slug_of(&json));
     assert!(body.contains("hello from static fixture"), "{body}");
 }
 
@@ -340,7 +187,7 @@ fn write_buildpack(dir: &Path, name: &str, compile_body: &str, release: Option<&
 
 #[test]
 fn two_buildpacks_from_dot_buildpacks_share_exports() {
-    let env = Env::new();
+    let env = new_env();
     let root = env.dir.path();
     let bp1 = root.join("bp-one");
     let bp2 = root.join("bp-two");
@@ -373,13 +220,13 @@ fn two_buildpacks_from_dot_buildpacks_share_exports() {
     assert!(log.contains("two sees GREETING=hello-from-one"), "{log}");
     assert_eq!(json["buildpacks"], serde_json::json!(["One", "Two"]));
     // The last buildpack's release decided the web process.
-    let body = env.serve_and_get(&slug_of(&json));
+    let body = serve_and_get(&env, &slug_of(&json));
     assert!(body.contains("hello-from-one"), "{body}");
 }
 
 #[test]
 fn custom_buildpack_from_a_local_git_repository_at_a_tag() {
-    let env = Env::new();
+    let env = new_env();
     let repo = env.dir.path().join("bp-repo");
     let release =
         "---\ndefault_process_types:\n  web: python3 -m http.server $PORT --directory /app/www";
@@ -418,13 +265,13 @@ fn custom_buildpack_from_a_local_git_repository_at_a_tag() {
         log.contains("custom v1") && !log.contains("custom v2"),
         "{log}"
     );
-    let body = env.serve_and_get(&slug_of(&json));
+    let body = serve_and_get(&env, &slug_of(&json));
     assert!(body.contains("v1-content"), "{body}");
 }
 
 #[test]
 fn no_buildpack_detects_lists_those_tried() {
-    let env = Env::new();
+    let env = new_env();
     let app = env.dir.path().join("app");
     std::fs::create_dir_all(&app).unwrap();
     std::fs::write(app.join("notes.txt"), "nothing to build\n").unwrap();
@@ -445,7 +292,7 @@ fn no_buildpack_detects_lists_those_tried() {
 
 #[test]
 fn failing_buildpack_shows_its_last_lines_and_exit_code() {
-    let env = Env::new();
+    let env = new_env();
     let bp = env.dir.path().join("bp-fail");
     write_buildpack(
         &bp,
@@ -479,7 +326,7 @@ fn failing_buildpack_shows_its_last_lines_and_exit_code() {
 
 #[test]
 fn unfetchable_buildpack_url() {
-    let env = Env::new();
+    let env = new_env();
     let app = env.dir.path().join("app");
     std::fs::create_dir_all(&app).unwrap();
     let (ok, log, _) = env.build(
@@ -497,7 +344,7 @@ fn unfetchable_buildpack_url() {
 
 #[test]
 fn malformed_release_yaml() {
-    let env = Env::new();
+    let env = new_env();
     let bp = env.dir.path().join("bp-yaml");
     write_buildpack(
         &bp,
@@ -517,7 +364,7 @@ fn malformed_release_yaml() {
 
 #[test]
 fn procfile_with_a_bad_line_fails_before_building() {
-    let env = Env::new();
+    let env = new_env();
     let app = env.dir.path().join("app");
     std::fs::create_dir_all(&app).unwrap();
     std::fs::write(
@@ -533,7 +380,7 @@ fn procfile_with_a_bad_line_fails_before_building() {
 
 #[test]
 fn slug_over_the_limit() {
-    let env = Env::new();
+    let env = new_env();
     let bp = env.dir.path().join("bp-big");
     write_buildpack(
         &bp,
@@ -568,7 +415,7 @@ fn slug_over_the_limit() {
 
 #[test]
 fn build_that_outlives_its_timeout() {
-    let env = Env::new();
+    let env = new_env();
     let bp = env.dir.path().join("bp-slow");
     write_buildpack(&bp, "Slow", "echo 'sleeping'\nsleep 600", None);
     let app = env.dir.path().join("app");
@@ -604,7 +451,7 @@ struct Canary {
 const CANARY_SECRET: &str = "web: host-secret-4711";
 
 impl Canary {
-    fn new(env: &Env) -> Canary {
+    fn new(env: &BuildEnv) -> Canary {
         let dir = env.dir.path().join("canary");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("secret"), CANARY_SECRET).unwrap();
@@ -638,7 +485,7 @@ impl Canary {
     }
 }
 
-fn empty_app(env: &Env) -> PathBuf {
+fn empty_app(env: &BuildEnv) -> PathBuf {
     let app = env.dir.path().join("app");
     std::fs::create_dir_all(&app).unwrap();
     std::fs::write(app.join("README"), "an app\n").unwrap();
@@ -647,7 +494,7 @@ fn empty_app(env: &Env) -> PathBuf {
 
 #[test]
 fn config_var_names_never_become_host_paths() {
-    let env = Env::new();
+    let env = new_env();
     let canary = Canary::new(&env);
     let app = empty_app(&env);
     // From <data>/builds/<id>/env, four levels up is the test dir that holds the canary.
@@ -664,7 +511,7 @@ fn config_var_names_never_become_host_paths() {
 
 #[test]
 fn app_names_are_dns_labels() {
-    let env = Env::new();
+    let env = new_env();
     let canary = Canary::new(&env);
     let app = empty_app(&env);
     for name in ["../../canary", "My_App", "-x", &"a".repeat(41)] {
@@ -686,7 +533,7 @@ fn app_names_are_dns_labels() {
 
 #[test]
 fn app_owned_buildpack_sources_name_only_urls() {
-    let env = Env::new();
+    let env = new_env();
     let canary = Canary::new(&env);
     let bp = env.dir.path().join("bp-local");
     write_buildpack(&bp, "Local", "true", None);
@@ -729,7 +576,7 @@ fn app_owned_buildpack_sources_name_only_urls() {
 
 #[test]
 fn symlinked_app_files_are_not_read_from_the_host() {
-    let env = Env::new();
+    let env = new_env();
     let canary = Canary::new(&env);
     let app = empty_app(&env);
     std::os::unix::fs::symlink(canary.dir.join("secret"), app.join("Procfile")).unwrap();
@@ -741,7 +588,7 @@ fn symlinked_app_files_are_not_read_from_the_host() {
 
 #[test]
 fn a_hostile_build_cannot_make_the_builder_read_or_write_host_files() {
-    let env = Env::new();
+    let env = new_env();
     let canary = Canary::new(&env);
     let bp = env.dir.path().join("bp-hostile");
     // Its results become links to host files (paths the builder would resolve on the host).
@@ -769,7 +616,7 @@ fn a_hostile_build_cannot_make_the_builder_read_or_write_host_files() {
 }
 
 /// A buildpack that records each build in the cache and fails when the app has a `fail` file.
-fn cache_recording_buildpack(env: &Env) -> PathBuf {
+fn cache_recording_buildpack(env: &BuildEnv) -> PathBuf {
     let bp = env.dir.path().join("bp-cache");
     write_buildpack(
         &bp,
@@ -788,7 +635,7 @@ fn cache_recording_buildpack(env: &Env) -> PathBuf {
     bp
 }
 
-fn app_with(env: &Env, name: &str, files: &[(&str, &str)]) -> PathBuf {
+fn app_with(env: &BuildEnv, name: &str, files: &[(&str, &str)]) -> PathBuf {
     let app = env.dir.path().join(name);
     std::fs::create_dir_all(&app).unwrap();
     for (f, content) in files {
@@ -799,7 +646,7 @@ fn app_with(env: &Env, name: &str, files: &[(&str, &str)]) -> PathBuf {
 
 #[test]
 fn a_failed_build_leaves_the_cache_of_the_last_good_one() {
-    let env = Env::new();
+    let env = new_env();
     let bp = cache_recording_buildpack(&env);
     let bp = bp.to_str().unwrap();
     let good = app_with(&env, "good", &[("n", "1")]);
@@ -817,7 +664,7 @@ fn a_failed_build_leaves_the_cache_of_the_last_good_one() {
 
 #[test]
 fn two_builds_of_one_app_at_once_both_succeed_in_turn() {
-    let env = Env::new();
+    let env = new_env();
     let bp = cache_recording_buildpack(&env);
     let bp = bp.to_str().unwrap();
     let a = app_with(&env, "a", &[("n", "1"), ("slow", "")]);
@@ -849,7 +696,7 @@ fn two_builds_of_one_app_at_once_both_succeed_in_turn() {
 
 #[test]
 fn the_same_source_builds_the_same_slug() {
-    let env = Env::new();
+    let env = new_env();
     for app in ["apps/static", "apps/procfile"] {
         let (_, first) = env.build_ok(&fixture(app), &["-a", "same"]);
         let (_, second) = env.build_ok(&fixture(app), &["-a", "same"]);
@@ -859,13 +706,13 @@ fn the_same_source_builds_the_same_slug() {
 
 #[test]
 fn slugs_are_listed_pruned_and_removed() {
-    let env = Env::new();
+    let env = new_env();
     let one = app_with(&env, "one", &[("Procfile", "web: sleep 100\n")]);
     let two = app_with(&env, "two", &[("Procfile", "web: sleep 200\n")]);
     let (_, a) = env.build_ok(&one, &["-a", "kept"]);
     std::thread::sleep(Duration::from_millis(1100));
     let (_, b) = env.build_ok(&two, &["-a", "kept"]);
-    let list = |env: &Env| -> Vec<String> {
+    let list = |env: &BuildEnv| -> Vec<String> {
         let out = env.cmd().args(["slug", "list", "--json"]).output().unwrap();
         assert!(out.status.success());
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -896,7 +743,7 @@ fn slugs_are_listed_pruned_and_removed() {
 
 #[test]
 fn an_app_picks_the_debian_13_stack_with_its_stack_config_var() {
-    let env = Env::new();
+    let env = new_env();
     let app = app_with(
         &env,
         "py313",
@@ -916,7 +763,7 @@ fn an_app_picks_the_debian_13_stack_with_its_stack_config_var() {
     let (log, json) = env.build_ok(&app, &["-a", "py313", "-e", "STACK=slipway-13"]);
     assert!(log.contains("3.13"), "{log}");
     assert_eq!(json["stack"], "slipway-13");
-    let body = env.serve_and_get(&slug_of(&json));
+    let body = serve_and_get(&env, &slug_of(&json));
     assert!(body.contains("200"), "{body}");
     let (ok, log, _) = env.build(&app, &["-a", "py313", "-e", "STACK=heroku-24"]);
     assert!(!ok && log.contains("slipway-12, slipway-13"), "{log}");
@@ -924,7 +771,7 @@ fn an_app_picks_the_debian_13_stack_with_its_stack_config_var() {
 
 #[test]
 fn a_hanging_detect_is_named_and_a_forced_buildpack_that_does_not_detect_says_so() {
-    let env = Env::new();
+    let env = new_env();
     let app = app_with(&env, "app-detect", &[("n", "1")]);
     // bin/detect that never answers.
     let hang = env.dir.path().join("bp-hang");

@@ -6,220 +6,75 @@
 //! language with no built-in buildpack) ends the build with one clear message.
 //! Stacks are shared (`SLIPWAY_TEST_STACKS_DIR`, default /var/lib/slipway); data dir, bridge,
 //! subnet and run dir are per test.
-use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+mod build_support;
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use build_support::*;
 use serde_json::Value;
 
-const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
+/// A fixture app under tests/fixtures/apps.
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/apps")
-        .join(name)
+    build_support::fixture(&format!("apps/{name}"))
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-    bridge: String,
-    subnet: String,
+fn new_env() -> BuildEnv {
+    BuildEnv::new("slwc", 200)
 }
 
-impl Env {
-    fn new() -> Env {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id();
-        // Bridge names are at most 15 characters; subnets unique per process and test.
-        let bridge = format!("slwc{:x}{n}", pid % 0xffff);
-        let subnet = format!("10.{}.{}.0/24", 200 + (pid % 50), n);
-        let dir = tempfile::Builder::new()
-            .prefix("slipway-bp-test")
-            .tempdir()
-            .unwrap();
-        Env {
-            dir,
-            bridge,
-            subnet,
-        }
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(SLIPWAY);
-        c.arg("--data-dir").arg(self.data());
-        c.env(
-            "SLIPWAY_STACKS_DIR",
-            std::env::var("SLIPWAY_TEST_STACKS_DIR").unwrap_or("/var/lib/slipway".into()),
-        );
-        c.env(
-            "SLIPWAY_BUILDPACKS_DIR",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("buildpacks"),
-        );
-        c.env("SLIPWAY_RUN_DIR", self.dir.path().join("run"));
-        c.env("SLIPWAY_BUILD_BRIDGE", &self.bridge);
-        c.env("SLIPWAY_BUILD_SUBNET", &self.subnet);
-        c.env("SLIPWAY_APP_BRIDGE", &self.bridge);
-        c.env("SLIPWAY_APP_SUBNET", &self.subnet);
-        c.stdin(Stdio::null());
-        c
-    }
-
-    /// `slipway build DIR --json -a APP ARGS`: (success, build output, result JSON).
-    fn build(&self, dir: &Path, app: &str, args: &[&str]) -> (bool, String, Value) {
-        let out = self
-            .cmd()
-            .arg("build")
-            .arg(dir)
-            .args(["--json", "-a", app])
-            .args(args)
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&out.stderr).into_owned();
-        let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.success(), log, json)
-    }
-
-    fn build_ok(&self, dir: &Path, app: &str, args: &[&str]) -> (String, Value) {
-        let (ok, log, json) = self.build(dir, app, args);
-        assert!(ok, "build of {} failed:\n{log}", dir.display());
-        (log, json)
-    }
-
-    /// The build fails; returns the one message the buildpack gave (its ` !     ` line).
-    fn build_fails(&self, dir: &Path, app: &str, args: &[&str]) -> String {
-        let (ok, log, _) = self.build(dir, app, args);
-        assert!(!ok, "build of {} should have failed:\n{log}", dir.display());
-        one_message(&log)
-    }
-
-    /// A copy of a fixture to change, in this test's temp dir.
-    fn copy_of(&self, name: &str) -> PathBuf {
-        let to = self.dir.path().join(format!("src-{name}"));
-        let from = fixture(name);
-        for e in walkdir::WalkDir::new(&from) {
-            let e = e.unwrap();
-            let dest = to.join(e.path().strip_prefix(&from).unwrap());
-            if e.file_type().is_dir() {
-                std::fs::create_dir_all(&dest).unwrap();
-            } else {
-                std::fs::copy(e.path(), &dest).unwrap();
-            }
-        }
-        to
-    }
-
-    /// Run the slug's web process, GET each path (after `/` answers), stop it.
-    /// Returns the raw responses (status line, headers, body).
-    fn serve(&self, slug: &str, paths: &[&str]) -> Vec<String> {
-        let mut child = self
-            .cmd()
-            .args(["slug", "run", slug, "--port", "5000"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        // Announced once the port accepts connections; the app may print before that.
-        let mut early = Vec::new();
-        let first = loop {
-            let line = lines
-                .next()
-                .unwrap_or_else(|| panic!("slug run ended early:\n{}", early.join("\n")))
-                .unwrap();
-            if line.contains("listening on http://") {
-                break line;
-            }
-            early.push(line);
-        };
-        let addr = first
-            .split_whitespace()
-            .last()
-            .unwrap()
-            .trim_start_matches("http://")
-            .to_string();
-        let log =
-            std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
-        let ready = wait_for_200(&addr, Duration::from_secs(90), &mut child);
-        let responses = match &ready {
-            Ok(_) => paths.iter().map(|p| get(&addr, p)).collect(),
-            Err(_) => Vec::new(),
-        };
-        stop(&mut child);
-        let log = log.join().unwrap();
-        if let Err(e) = ready {
-            panic!("no answer from {addr}: {e}\n{log}");
-        }
-        responses
-    }
-
-    fn serve_root(&self, slug: &str) -> String {
-        self.serve(slug, &["/"]).remove(0)
-    }
+/// `slipway build DIR --json -a APP ARGS`: (success, build output, result JSON).
+fn build(env: &BuildEnv, dir: &Path, app: &str, args: &[&str]) -> (bool, String, Value) {
+    env.build(dir, &[&["-a", app], args].concat())
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        use slipway::network::bridge::{Network, NetworkConfig};
-        if let Ok(n) = Network::new(NetworkConfig::new(
-            &self.bridge,
-            self.subnet.parse().unwrap(),
-            self.data().join("network"),
-        )) {
-            let _ = n.teardown_network();
-        }
-    }
+fn build_ok(env: &BuildEnv, dir: &Path, app: &str, args: &[&str]) -> (String, Value) {
+    env.build_ok(dir, &[&["-a", app], args].concat())
 }
 
-fn stop(child: &mut Child) {
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+/// The build fails; returns the one message the buildpack gave (its ` !     ` line).
+fn build_fails(env: &BuildEnv, dir: &Path, app: &str, args: &[&str]) -> String {
+    let (ok, log, _) = build(env, dir, app, args);
+    assert!(!ok, "build of {} should have failed:\n{log}", dir.display());
+    one_message(&log)
 }
 
-fn get(addr: &str, path: &str) -> String {
-    match TcpStream::connect(addr) {
-        Ok(mut s) => {
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let _ = s.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes());
-            let mut resp = String::new();
-            let _ = s.read_to_string(&mut resp);
-            resp
+/// A copy of a fixture to change, in this test's temp dir.
+fn copy_of(env: &BuildEnv, name: &str) -> PathBuf {
+    let to = env.dir.path().join(format!("src-{name}"));
+    let from = fixture(name);
+    for e in walkdir::WalkDir::new(&from) {
+        let e = e.unwrap();
+        let dest = to.join(e.path().strip_prefix(&from).unwrap());
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
         }
-        Err(e) => format!("connect error: {e}"),
     }
+    to
 }
 
-fn wait_for_200(addr: &str, timeout: Duration, server: &mut Child) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        if let Some(status) = server.try_wait().unwrap() {
-            return Err(format!("the app exited ({status}) before answering"));
-        }
-        let resp = get(addr, "/");
-        if resp.starts_with("HTTP/1.") && resp.contains(" 200 ") {
-            return Ok(());
-        }
-        last = resp;
-        std::thread::sleep(Duration::from_millis(200));
+/// Runs the slug's web process, GETs each path (after `/` answers), stops it.
+/// Returns the raw responses (status line, headers, body).
+fn serve(env: &BuildEnv, slug: &str, paths: &[&str]) -> Vec<String> {
+    let mut run = env.slug_run(slug);
+    let ready = wait_for_200(&run.addr, Duration::from_secs(90), &mut run.child);
+    let responses = match &ready {
+        Ok(_) => paths.iter().map(|p| get(&run.addr, p)).collect(),
+        Err(_) => Vec::new(),
+    };
+    let addr = run.addr.clone();
+    let log = run.stop();
+    if let Err(e) = ready {
+        panic!("no answer from {addr}: {e}\n{log}");
     }
-    Err(last)
+    responses
+}
+
+fn serve_root(env: &BuildEnv, slug: &str) -> String {
+    serve(env, slug, &["/"]).remove(0)
 }
 
 fn status(resp: &str) -> u16 {
@@ -254,10 +109,6 @@ fn one_message(log: &str) -> String {
     messages.into_iter().next().unwrap().to_string()
 }
 
-fn slug_of(json: &Value) -> String {
-    json["slug"].as_str().unwrap().to_string()
-}
-
 /// The slug's /app, unpacked.
 fn slug_app(json: &Value) -> PathBuf {
     PathBuf::from(json["unpacked"].as_str().unwrap()).join("app")
@@ -275,20 +126,20 @@ fn web_command(json: &Value) -> String {
 
 /// Build a fixture cold, check its web process answers with `expect`, build it again warm
 /// and check the log says the cache was used (`warm_says`). Returns (cold json, warm log).
-fn cold_warm_serve(env: &Env, name: &str, expect: &str, warm_says: &str) -> (Value, String) {
-    let (log, json) = env.build_ok(&fixture(name), name, &[]);
-    let body = env.serve_root(&slug_of(&json));
+fn cold_warm_serve(env: &BuildEnv, name: &str, expect: &str, warm_says: &str) -> (Value, String) {
+    let (log, json) = build_ok(env, &fixture(name), name, &[]);
+    let body = serve_root(env, &slug_of(&json));
     assert!(
         body.contains(expect),
         "{name}: expected {expect:?} in:\n{body}\nbuild:\n{log}"
     );
-    let (warm, warm_json) = env.build_ok(&fixture(name), name, &[]);
+    let (warm, warm_json) = build_ok(env, &fixture(name), name, &[]);
     assert!(
         warm.contains(warm_says),
         "{name}: the warm build did not reuse the cache ({warm_says:?}):\n{warm}"
     );
     // What the cache restored runs as well as what was installed afresh.
-    let body = env.serve_root(&slug_of(&warm_json));
+    let body = serve_root(env, &slug_of(&warm_json));
     assert!(
         body.contains(expect),
         "{name} (warm build): expected {expect:?} in:\n{body}\nbuild:\n{warm}"
@@ -312,7 +163,7 @@ fn replace_in(path: &Path, from: &str, to: &str) {
 
 #[test]
 fn python_pipenv_flask() {
-    let env = Env::new();
+    let env = new_env();
     let (json, _) = cold_warm_serve(
         &env,
         "python-pipenv",
@@ -329,13 +180,13 @@ fn python_pipenv_flask() {
     );
     assert!(!site.join("pipenv").exists());
 
-    let app = env.copy_of("python-pipenv");
+    let app = copy_of(&env, "python-pipenv");
     replace_in(
         &app.join("Pipfile"),
         "[dev-packages]",
         "six = \"*\"\n\n[dev-packages]",
     );
-    let msg = env.build_fails(&app, "python-pipenv", &[]);
+    let msg = build_fails(&env, &app, "python-pipenv", &[]);
     assert!(
         msg.contains("Pipfile.lock is out of date") && msg.contains("pipenv lock"),
         "{msg}"
@@ -344,7 +195,7 @@ fn python_pipenv_flask() {
 
 #[test]
 fn python_poetry_flask() {
-    let env = Env::new();
+    let env = new_env();
     let (json, _) = cold_warm_serve(
         &env,
         "python-poetry",
@@ -359,20 +210,21 @@ fn python_poetry_flask() {
     );
     assert!(!site.join("poetry").exists(), "poetry went into the slug");
 
-    let app = env.copy_of("python-poetry");
+    let app = copy_of(&env, "python-poetry");
     replace_in(
         &app.join("pyproject.toml"),
         "\"gunicorn>=22\"",
         "\"gunicorn>=22\", \"six\"",
     );
-    let msg = env.build_fails(&app, "python-poetry", &[]);
+    let msg = build_fails(&env, &app, "python-poetry", &[]);
     assert!(
         msg.contains("poetry.lock is out of date") && msg.contains("poetry lock"),
         "{msg}"
     );
 
     // A Poetry version PyPI does not have: one message with the versions there are.
-    let msg = env.build_fails(
+    let msg = build_fails(
+        &env,
         &fixture("python-poetry"),
         "poetry-missing",
         &["-e", "POETRY_VERSION=9.9.9"],
@@ -385,7 +237,7 @@ fn python_poetry_flask() {
 
 #[test]
 fn python_uv_flask() {
-    let env = Env::new();
+    let env = new_env();
     let (json, _) = cold_warm_serve(
         &env,
         "python-uv",
@@ -399,13 +251,13 @@ fn python_uv_flask() {
         "the dev group was installed"
     );
 
-    let app = env.copy_of("python-uv");
+    let app = copy_of(&env, "python-uv");
     replace_in(
         &app.join("pyproject.toml"),
         "\"gunicorn>=22\"",
         "\"gunicorn>=22\", \"six\"",
     );
-    let msg = env.build_fails(&app, "python-uv", &[]);
+    let msg = build_fails(&env, &app, "python-uv", &[]);
     assert!(
         msg.contains("uv.lock is out of date") && msg.contains("uv lock"),
         "{msg}"
@@ -414,7 +266,7 @@ fn python_uv_flask() {
 
 #[test]
 fn python_pyproject_flask() {
-    let env = Env::new();
+    let env = new_env();
     cold_warm_serve(
         &env,
         "python-pyproject",
@@ -425,57 +277,57 @@ fn python_pyproject_flask() {
 
 #[test]
 fn python_django_collectstatic() {
-    let env = Env::new();
-    let (log, json) = env.build_ok(&fixture("python-django"), "django", &[]);
+    let env = new_env();
+    let (log, json) = build_ok(&env, &fixture("python-django"), "django", &[]);
     assert!(log.contains("collectstatic --noinput"), "{log}");
     assert!(
         web_command(&json).contains("site_config.wsgi:application"),
         "{json}"
     );
     assert!(slug_app(&json).join("staticfiles/site.css").is_file());
-    let body = env.serve_root(&slug_of(&json));
+    let body = serve_root(&env, &slug_of(&json));
     assert!(
         body.contains("hello from python-django fixture on port 5000; collectstatic: done"),
         "{body}"
     );
 
     // A broken static files setting fails the build with how to fix or skip it ...
-    let app = env.copy_of("python-django");
+    let app = copy_of(&env, "python-django");
     replace_in(
         &app.join("site_config/settings.py"),
         "STATIC_ROOT = BASE_DIR / \"staticfiles\"",
         "",
     );
-    let msg = env.build_fails(&app, "django", &[]);
+    let msg = build_fails(&env, &app, "django", &[]);
     assert!(
         msg.contains("collectstatic") && msg.contains("DISABLE_COLLECTSTATIC=1"),
         "{msg}"
     );
     // ... and DISABLE_COLLECTSTATIC skips it.
-    let (log, _) = env.build_ok(&app, "django", &["-e", "DISABLE_COLLECTSTATIC=1"]);
+    let (log, _) = build_ok(&env, &app, "django", &["-e", "DISABLE_COLLECTSTATIC=1"]);
     assert!(log.contains("Skipping collectstatic"), "{log}");
 }
 
 #[test]
 fn python_version_the_stack_lacks() {
-    let env = Env::new();
-    let app = env.copy_of("python");
+    let env = new_env();
+    let app = copy_of(&env, "python");
     std::fs::write(app.join(".python-version"), "3.12\n").unwrap();
-    let msg = env.build_fails(&app, "pyversion", &[]);
+    let msg = build_fails(&env, &app, "pyversion", &[]);
     assert!(
         msg.contains("Python 3.12") && msg.contains(".python-version") && msg.contains("3.11"),
         "{msg}"
     );
     std::fs::remove_file(app.join(".python-version")).unwrap();
     std::fs::write(app.join("runtime.txt"), "python-3.13.1\n").unwrap();
-    let msg = env.build_fails(&app, "pyversion", &[]);
+    let msg = build_fails(&env, &app, "pyversion", &[]);
     assert!(
         msg.contains("3.13.1") && msg.contains("runtime.txt") && msg.contains("3.11"),
         "{msg}"
     );
     // The stack's own minor version is honoured.
     std::fs::write(app.join("runtime.txt"), "python-3.11\n").unwrap();
-    let (log, _) = env.build_ok(&app, "pyversion", &[]);
+    let (log, _) = build_ok(&env, &app, "pyversion", &[]);
     assert!(log.contains("asked for in runtime.txt"), "{log}");
 }
 
@@ -492,7 +344,7 @@ fn assert_pruned(json: &Value) {
 
 #[test]
 fn nodejs_yarn1_express() {
-    let env = Env::new();
+    let env = new_env();
     let (json, warm) = cold_warm_serve(
         &env,
         "nodejs-yarn1",
@@ -500,22 +352,22 @@ fn nodejs_yarn1_express() {
         "install skipped",
     );
     assert!(warm.contains("heroku-postbuild"), "{warm}");
-    assert!(env.serve_root(&slug_of(&json)).contains("built: yes"));
+    assert!(serve_root(&env, &slug_of(&json)).contains("built: yes"));
     assert_pruned(&json);
 
-    let app = env.copy_of("nodejs-yarn1");
+    let app = copy_of(&env, "nodejs-yarn1");
     replace_in(
         &app.join("package.json"),
         "\"express\": \"^4.19.2\"",
         "\"express\": \"^4.19.2\", \"is-odd\": \"^3.0.1\"",
     );
-    let msg = env.build_fails(&app, "nodejs-yarn1", &[]);
+    let msg = build_fails(&env, &app, "nodejs-yarn1", &[]);
     assert!(msg.contains("yarn.lock is out of date"), "{msg}");
 }
 
 #[test]
 fn nodejs_yarn_berry_express() {
-    let env = Env::new();
+    let env = new_env();
     let (json, _) = cold_warm_serve(
         &env,
         "nodejs-yarn-berry",
@@ -527,19 +379,19 @@ fn nodejs_yarn_berry_express() {
     assert!(slug_app(&json).join(".pnp.cjs").is_file());
     assert!(slug_app(&json).join(".heroku/yarn/bin/yarn").exists());
 
-    let app = env.copy_of("nodejs-yarn-berry");
+    let app = copy_of(&env, "nodejs-yarn-berry");
     replace_in(
         &app.join("package.json"),
         "\"express\": \"^4.19.2\"",
         "\"express\": \"^4.19.2\", \"is-odd\": \"^3.0.1\"",
     );
-    let msg = env.build_fails(&app, "nodejs-yarn-berry", &[]);
+    let msg = build_fails(&env, &app, "nodejs-yarn-berry", &[]);
     assert!(msg.contains("yarn.lock is out of date"), "{msg}");
 }
 
 #[test]
 fn nodejs_pnpm_express() {
-    let env = Env::new();
+    let env = new_env();
     let (json, _) = cold_warm_serve(
         &env,
         "nodejs-pnpm",
@@ -556,18 +408,18 @@ fn nodejs_pnpm_express() {
         "devDependencies not pruned"
     );
 
-    let app = env.copy_of("nodejs-pnpm");
+    let app = copy_of(&env, "nodejs-pnpm");
     replace_in(
         &app.join("package.json"),
         "\"express\": \"^4.19.2\"",
         "\"express\": \"^4.19.2\", \"is-odd\": \"^3.0.1\"",
     );
-    let msg = env.build_fails(&app, "nodejs-pnpm", &[]);
+    let msg = build_fails(&env, &app, "nodejs-pnpm", &[]);
     assert!(msg.contains("pnpm-lock.yaml is out of date"), "{msg}");
 
     // A pnpm the registry does not have.
     replace_in(&app.join("package.json"), "pnpm@10.34.9", "pnpm@99.0.0");
-    let msg = env.build_fails(&app, "nodejs-pnpm", &[]);
+    let msg = build_fails(&env, &app, "nodejs-pnpm", &[]);
     assert!(
         msg.contains("pnpm 99.0.0") && msg.contains("10.34.9"),
         "{msg}"
@@ -576,7 +428,7 @@ fn nodejs_pnpm_express() {
 
 #[test]
 fn nodejs_engines_node_22() {
-    let env = Env::new();
+    let env = new_env();
     let (json, warm) = cold_warm_serve(
         &env,
         "nodejs-node22",
@@ -587,9 +439,9 @@ fn nodejs_engines_node_22() {
     assert!(slug_app(&json).join(".heroku/node/bin/node").is_file());
     assert_pruned(&json);
 
-    let app = env.copy_of("nodejs-node22");
+    let app = copy_of(&env, "nodejs-node22");
     replace_in(&app.join("package.json"), "\"22.x\"", "\"99.x\"");
-    let msg = env.build_fails(&app, "nodejs-node22", &[]);
+    let msg = build_fails(&env, &app, "nodejs-node22", &[]);
     assert!(
         msg.contains("Node.js \"99.x\"") && msg.contains("22.") && msg.contains("18.20.4"),
         "{msg}"
@@ -598,14 +450,14 @@ fn nodejs_engines_node_22() {
 
 #[test]
 fn nodejs_npm_lockfile_out_of_date() {
-    let env = Env::new();
-    let app = env.copy_of("nodejs");
+    let env = new_env();
+    let app = copy_of(&env, "nodejs");
     replace_in(
         &app.join("package.json"),
         "\"express\": \"^4.19.2\"",
         "\"express\": \"^4.19.2\", \"is-odd\": \"^3.0.1\"",
     );
-    let msg = env.build_fails(&app, "npm-stale", &[]);
+    let msg = build_fails(&env, &app, "npm-stale", &[]);
     assert!(
         msg.contains("package-lock.json is out of date") && msg.contains("npm install"),
         "{msg}"
@@ -616,35 +468,35 @@ fn nodejs_npm_lockfile_out_of_date() {
 
 #[test]
 fn go_vendored_module_builds_offline() {
-    let env = Env::new();
-    let (log, json) = env.build_ok(&fixture("go-vendor"), "go-vendor", &[]);
+    let env = new_env();
+    let (log, json) = build_ok(&env, &fixture("go-vendor"), "go-vendor", &[]);
     assert!(log.contains("-mod=vendor"), "{log}");
     assert_eq!(web_command(&json), "bin/vendored");
-    let body = env.serve_root(&slug_of(&json));
+    let body = serve_root(&env, &slug_of(&json));
     assert!(
         body.contains("hello from go-vendor fixture on port 5000; uuid "),
         "{body}"
     );
-    let (warm, _) = env.build_ok(&fixture("go-vendor"), "go-vendor", &[]);
+    let (warm, _) = build_ok(&env, &fixture("go-vendor"), "go-vendor", &[]);
     assert!(warm.contains("built bin/vendored"), "{warm}");
 
     // Without vendor/, the module proxy is needed, and it cannot be reached from here.
-    let app = env.copy_of("go-vendor");
+    let app = copy_of(&env, "go-vendor");
     std::fs::remove_dir_all(app.join("vendor")).unwrap();
-    let msg = env.build_fails(&app, "go-vendor", &[]);
+    let msg = build_fails(&env, &app, "go-vendor", &[]);
     assert!(
         msg.contains("go mod vendor") && msg.contains("cannot be reached"),
         "{msg}"
     );
 
     // A Go the stack cannot provide.
-    let app = env.copy_of("go");
+    let app = copy_of(&env, "go");
     replace_in(&app.join("go.mod"), "go 1.19", "go 1.22");
-    let msg = env.build_fails(&app, "go-new", &[]);
+    let msg = build_fails(&env, &app, "go-new", &[]);
     assert!(msg.contains("Go 1.22") && msg.contains("1.19"), "{msg}");
-    let app = env.copy_of("go");
+    let app = copy_of(&env, "go");
     append(&app.join("go.mod"), "// +heroku goVersion go1.23\n");
-    let msg = env.build_fails(&app, "go-new", &[]);
+    let msg = build_fails(&env, &app, "go-new", &[]);
     assert!(
         msg.contains("Go 1.23") && msg.contains("goVersion"),
         "{msg}"
@@ -653,11 +505,11 @@ fn go_vendored_module_builds_offline() {
 
 #[test]
 fn go_godir_gopath_app() {
-    let env = Env::new();
-    let (log, json) = env.build_ok(&fixture("go-godir"), "go-godir", &[]);
+    let env = new_env();
+    let (log, json) = build_ok(&env, &fixture("go-godir"), "go-godir", &[]);
     assert!(log.contains("GOPATH mode"), "{log}");
     assert_eq!(web_command(&json), "bin/legacyapp");
-    let body = env.serve_root(&slug_of(&json));
+    let body = serve_root(&env, &slug_of(&json));
     assert!(
         body.contains("hello from go-godir fixture on port 5000"),
         "{body}"
@@ -668,10 +520,11 @@ fn go_godir_gopath_app() {
 
 #[test]
 fn static_json_site() {
-    let env = Env::new();
-    let (log, json) = env.build_ok(&fixture("static-json"), "static-json", &[]);
+    let env = new_env();
+    let (log, json) = build_ok(&env, &fixture("static-json"), "static-json", &[]);
     assert!(log.contains("https_only is ignored"), "{log}");
-    let r = env.serve(
+    let r = serve(
+        &env,
         &slug_of(&json),
         &[
             "/",
@@ -721,7 +574,7 @@ fn static_json_site() {
 
 #[test]
 fn hostile_static_json_is_refused() {
-    let env = Env::new();
+    let env = new_env();
     let app = env.dir.path().join("hostile");
     std::fs::create_dir_all(app.join("public")).unwrap();
     std::fs::write(app.join("public/index.html"), "hi\n").unwrap();
@@ -748,7 +601,7 @@ fn hostile_static_json_is_refused() {
     ];
     for (i, (spec, says)) in cases.iter().enumerate() {
         std::fs::write(app.join("static.json"), spec).unwrap();
-        let msg = env.build_fails(&app, &format!("hostile{i}"), &[]);
+        let msg = build_fails(&env, &app, &format!("hostile{i}"), &[]);
         assert!(
             msg.contains("static.json") && msg.contains(says),
             "{spec}: {msg}"
@@ -760,7 +613,7 @@ fn hostile_static_json_is_refused() {
 
 #[test]
 fn unsupported_languages_fail_clearly() {
-    let env = Env::new();
+    let env = new_env();
     for (file, lang) in [
         ("Gemfile", "Ruby"),
         ("pom.xml", "Java"),
@@ -772,7 +625,7 @@ fn unsupported_languages_fail_clearly() {
         std::fs::write(app.join(file), "\n").unwrap();
         // Even with a Procfile, the app is not run as a Procfile app.
         std::fs::write(app.join("Procfile"), "web: ./start\n").unwrap();
-        let msg = env.build_fails(&app, "unsupported", &[]);
+        let msg = build_fails(&env, &app, "unsupported", &[]);
         assert!(
             msg.contains(file)
                 && msg.contains(lang)

@@ -2,95 +2,44 @@
 //! a build stopped with SIGTERM, and a `slug run` killed with SIGKILL, whose container the next
 //! command sweeps. "Nothing" is: no workspace, no network namespace file, no address lease, no
 //! container in the runtime's state, no process of the container.
+mod build_support;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
-const RUNTIME: &str = env!("CARGO_BIN_EXE_slipway-runtime");
-static NEXT: AtomicU32 = AtomicU32::new(0);
+use build_support::*;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+fn new_env() -> BuildEnv {
+    BuildEnv::new("slwi", 190)
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-    bridge: String,
-    subnet: String,
+/// Builds fixture `app` and returns its slug id.
+fn build(env: &BuildEnv, app: &str) -> String {
+    let (_, json) = env.build_ok(&fixture(app), &["-a", "app"]);
+    slug_of(&json)
 }
 
-impl Env {
-    fn new() -> Env {
-        assert!(
-            nix::unistd::Uid::effective().is_root(),
-            "interruption tests need root (containers, mounts, networks): run them as root"
-        );
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id();
-        let bridge = format!("slwi{:x}{n}", pid % 0xffff);
-        let subnet = format!("10.{}.{}.0/24", 200 + (pid % 40), 100 + n);
-        let dir = tempfile::Builder::new()
-            .prefix("slipway-interrupt-test")
-            .tempdir()
-            .unwrap();
-        Env {
-            dir,
-            bridge,
-            subnet,
-        }
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn run_dir(&self) -> PathBuf {
-        self.dir.path().join("run")
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(SLIPWAY);
-        c.arg("--data-dir").arg(self.data());
-        c.env(
-            "SLIPWAY_STACKS_DIR",
-            std::env::var("SLIPWAY_TEST_STACKS_DIR").unwrap_or("/var/lib/slipway".into()),
-        );
-        c.env("SLIPWAY_RUN_DIR", self.run_dir());
-        for (k, v) in [
-            ("SLIPWAY_BUILD_BRIDGE", &self.bridge),
-            ("SLIPWAY_BUILD_SUBNET", &self.subnet),
-            ("SLIPWAY_APP_BRIDGE", &self.bridge),
-            ("SLIPWAY_APP_SUBNET", &self.subnet),
-        ] {
-            c.env(k, v);
-        }
-        c.stdin(Stdio::null());
-        c
-    }
-
-    /// Build `app` and return its slug id.
-    fn build(&self, app: &str) -> String {
-        let out = self
-            .cmd()
-            .args(["build", "--json", "-a", "app"])
-            .arg(fixture(app))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["slug"].as_str().unwrap().to_string()
-    }
-
+/// What an interrupted command could leave behind.
+trait Leftovers {
     /// Whatever an interrupted command could have left, described; empty when nothing.
+    fn leftovers(&self) -> Vec<String>;
+
+    /// Wait (bounded) until nothing is left; the list of what still is otherwise.
+    fn settle(&self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = self.leftovers();
+            if left.is_empty() || Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Leftovers for BuildEnv {
     fn leftovers(&self) -> Vec<String> {
         let mut found = Vec::new();
         for dir in ["builds", "containers"] {
@@ -129,31 +78,6 @@ impl Env {
         }
         found
     }
-
-    /// Wait (bounded) until nothing is left; the list of what still is otherwise.
-    fn settle(&self) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = self.leftovers();
-            if left.is_empty() || Instant::now() > deadline {
-                return left;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        use slipway::network::bridge::{Network, NetworkConfig};
-        if let Ok(n) = Network::new(NetworkConfig::new(
-            &self.bridge,
-            self.subnet.parse().unwrap(),
-            self.data().join("network"),
-        )) {
-            let _ = n.teardown_network();
-        }
-    }
 }
 
 /// Read `child`'s stdout until a line contains `needle`; the lines read.
@@ -185,7 +109,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 
 /// A buildpack that prints a line every 100 ms for a minute: still running, and still
 /// writing, when its reader goes away.
-fn chatty_buildpack(env: &Env) -> PathBuf {
+fn chatty_buildpack(env: &BuildEnv) -> PathBuf {
     let bp = env.dir.path().join("chatty-bp");
     std::fs::create_dir_all(bp.join("bin")).unwrap();
     for (f, body) in [
@@ -204,7 +128,7 @@ fn chatty_buildpack(env: &Env) -> PathBuf {
 
 #[test]
 fn a_build_whose_reader_goes_away_stops_and_leaves_nothing() {
-    let env = Env::new();
+    let env = new_env();
     let bp = chatty_buildpack(&env);
     let mut child = env
         .cmd()
@@ -229,7 +153,7 @@ fn a_build_whose_reader_goes_away_stops_and_leaves_nothing() {
 
 #[test]
 fn a_build_stopped_with_sigterm_leaves_nothing() {
-    let env = Env::new();
+    let env = new_env();
     // A build that takes long: its buildpack's compile sleeps.
     let bp = env.dir.path().join("slow-bp");
     std::fs::create_dir_all(bp.join("bin")).unwrap();
@@ -263,9 +187,9 @@ fn a_build_stopped_with_sigterm_leaves_nothing() {
 
 #[test]
 fn a_killed_slug_run_is_swept_by_the_next_command_and_sigterm_stops_at_once() {
-    let env = Env::new();
-    let slug = env.build("apps/sigterm-ignoring");
-    let run = |env: &Env| {
+    let env = new_env();
+    let slug = build(&env, "apps/sigterm-ignoring");
+    let run = |env: &BuildEnv| {
         env.cmd()
             .args(["slug", "run", &slug[..12], "--port", "80"])
             .stdout(Stdio::piped())
