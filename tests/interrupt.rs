@@ -3,10 +3,11 @@
 //! command sweeps. "Nothing" is: no workspace, no network namespace file, no address lease, no
 //! container in the runtime's state, no process of the container.
 mod build_support;
+mod leftovers_support;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use build_support::*;
@@ -41,42 +42,7 @@ trait Leftovers {
 
 impl Leftovers for BuildEnv {
     fn leftovers(&self) -> Vec<String> {
-        let mut found = Vec::new();
-        for dir in ["builds", "containers"] {
-            for e in std::fs::read_dir(self.data().join(dir))
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                found.push(format!("workspace {}", e.path().display()));
-            }
-        }
-        for e in std::fs::read_dir(self.run_dir().join("netns"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            found.push(format!("netns file {}", e.path().display()));
-        }
-        for e in walkdir::WalkDir::new(self.data().join("network"))
-            .into_iter()
-            .flatten()
-        {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if e.file_type().is_file() && name.parse::<std::net::Ipv4Addr>().is_ok() {
-                found.push(format!("lease {}", e.path().display()));
-            }
-        }
-        let list = Command::new(RUNTIME)
-            .arg("--root")
-            .arg(self.run_dir().join("runtime"))
-            .args(["list", "-q"])
-            .output()
-            .unwrap();
-        for id in String::from_utf8_lossy(&list.stdout).lines() {
-            found.push(format!("container {id}"));
-        }
-        found
+        leftovers_support::leftovers(&self.data(), &self.run_dir(), RUNTIME)
     }
 }
 

@@ -3,6 +3,9 @@
 //! `Events` recorder, HTTP, and the list of what a test could leave on the host.
 #![allow(dead_code)]
 
+#[path = "../leftovers_support/mod.rs"]
+mod leftovers;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -219,39 +222,7 @@ impl Env {
 
     /// Whatever the supervisor could have left on the host, described; empty when nothing.
     pub fn leftovers(&self) -> Vec<String> {
-        let mut found = Vec::new();
-        for e in std::fs::read_dir(self.data().join("containers"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            found.push(format!("workspace {}", e.path().display()));
-        }
-        for e in std::fs::read_dir(self.run_dir().join("netns"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            found.push(format!("netns file {}", e.path().display()));
-        }
-        for e in walkdir::WalkDir::new(self.data().join("network"))
-            .into_iter()
-            .flatten()
-        {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if e.file_type().is_file() && name.parse::<std::net::Ipv4Addr>().is_ok() {
-                found.push(format!("lease {}", e.path().display()));
-            }
-        }
-        let list = Command::new(RUNTIME)
-            .arg("--root")
-            .arg(self.run_dir().join("runtime"))
-            .args(["list", "-q"])
-            .output()
-            .unwrap();
-        for id in String::from_utf8_lossy(&list.stdout).lines() {
-            found.push(format!("container {id}"));
-        }
+        let mut found = leftovers::leftovers(&self.data(), &self.run_dir(), RUNTIME);
         for e in walkdir::WalkDir::new(self.run_dir().join("supervisor"))
             .into_iter()
             .flatten()
