@@ -184,6 +184,11 @@ fn a_push_deploys_and_a_failing_one_is_rejected_with_the_branch_unmoved() {
 
     // With a deploy branch set, main no longer deploys and that branch does.
     w.ok(&["deploy-branch", "-a", "site", "production"]);
+    let info = w.ok(&["info", "-a", "site"]);
+    assert!(
+        info.contains("Deploys on:   git push to production"),
+        "{info}"
+    );
     write_site(&repo, "three");
     commit_all(w, &repo, "three");
     let out = git_ok(w, &repo, &["push", "slipway", "main"]);
@@ -361,6 +366,11 @@ fn github_pushes_deploy_the_signed_commit_once_and_nothing_else() {
     assert!(w
         .ok(&["integrations", "-a", "shop"])
         .contains("pushes to main deploy"));
+    let info = w.ok(&["info", "-a", "shop"]);
+    assert!(
+        info.contains(&format!("pushes to main of {url}.git")),
+        "{info}"
+    );
 
     // GitHub's ping when the webhook is made.
     let ping = serde_json::json!({

@@ -107,12 +107,25 @@ pub fn info(client: &Client, a: InfoArgs) -> anyhow::Result<u8> {
         println!("Formation:    {}", f.join(" "));
     }
     println!("Config vars:  {}", info.config_vars);
+    println!(
+        "Deploys on:   git push to {}{}",
+        info.deploy_branch.as_deref().unwrap_or("main or master"),
+        info.github
+            .as_ref()
+            .map(|l| format!(
+                "; pushes to {} of {}",
+                l.branch,
+                slipway::platform::git::without_credentials(&l.repo)
+            ))
+            .unwrap_or_default()
+    );
     if let Some(d) = &info.last_deployment {
         println!(
-            "Deployment:   {} {} ({})",
+            "Deployment:   {} {} ({}), from {}",
             d.id,
             d.status,
-            d.finished_at.as_deref().unwrap_or(&d.created_at)
+            d.finished_at.as_deref().unwrap_or(&d.created_at),
+            d.source
         );
     }
     println!("Created:      {}", info.created_at);
