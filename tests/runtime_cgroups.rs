@@ -29,7 +29,9 @@ fn memory_limit_kills_a_process_that_allocates_past_it() {
     let out = f.output_of(&id);
     assert!(
         out.contains("status=137"),
-        "tail should die of SIGKILL: {out}"
+        "tail should die of SIGKILL: output {out:?}, OOM kills in the cgroup: {:?}, state: {}",
+        cg.oom_kills(),
+        f.state(&id)
     );
     assert!(
         cg.oom_kills().unwrap() >= 1,
