@@ -428,6 +428,13 @@ fn github_pushes_deploy_the_signed_commit_once_and_nothing_else() {
     assert!(answer.contains("taken before"), "{answer}");
     assert_eq!(deployments(w, "shop").len(), 1);
 
+    // Somebody who captured that signed payload plays it again later, under a new delivery
+    // id: the same bytes deploy nothing (no rollback by replay).
+    let (status, answer) = deliver(w, "push", "d-replayed", &push, Some(&sig));
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("this payload was taken before"), "{answer}");
+    assert_eq!(deployments(w, "shop").len(), 1);
+
     // Two more commits land on main; the webhook of the first of them deploys that one,
     // not the branch's head.
     write_site(&repo, "second");

@@ -12,6 +12,9 @@
 //! * Pushes to other branches, of tags, or deleting the branch → 200 with the reason.
 //! * A delivery id (`X-GitHub-Delivery`) seen before → 200 naming the deployment it made;
 //!   GitHub redelivers on timeouts, and a redelivery must not deploy twice.
+//! * The same payload under another delivery id → the same answer. The signature covers the
+//!   body only, so whoever captured a signed push could otherwise send it again, later, to
+//!   roll the app back to that commit.
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
@@ -19,7 +22,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use super::daemon::Daemon;
 use super::http::{ApiError, ApiResult, JsonBody};
@@ -91,6 +94,9 @@ pub async fn unlink(
 
 /// Where GitHub sends its webhooks.
 pub const WEBHOOK_PATH: &str = "/hooks/github";
+
+/// How a payload's digest is kept among delivery ids.
+const PAYLOAD_KEY: &str = "sha256:";
 
 /// GitHub's own cap on a webhook payload.
 const MAX_PAYLOAD: usize = 25 << 20;
@@ -279,6 +285,13 @@ pub async fn webhook(
     let delivery = header(&headers, "x-github-delivery")
         .filter(|id| !id.is_empty() && id.len() <= 100 && id.bytes().all(|b| b.is_ascii_graphic()))
         .map(String::from);
+    let keys: Vec<String> = delivery
+        .into_iter()
+        .chain([format!(
+            "{PAYLOAD_KEY}{}",
+            hex::encode(Sha256::digest(&body))
+        )])
+        .collect();
     let mut answer = HookAnswer::default();
     let mut reasons = Vec::new();
     for link in verified {
@@ -289,18 +302,27 @@ pub async fn webhook(
             ));
             continue;
         }
-        if let Some(id) = &delivery {
-            if !d.store.record_delivery(id, &link.app)? {
-                let earlier = d.store.delivery_deployment(id, &link.app)?;
-                reasons.push(format!(
-                    "{}: delivery {id} was taken before{}",
-                    link.app,
-                    earlier
-                        .map(|dep| format!(" (deployment {dep})"))
-                        .unwrap_or_default()
-                ));
-                continue;
+        // Seen before under its delivery id (a redelivery), or its very bytes under another
+        // id (a captured payload played again): nothing more is deployed.
+        let mut seen = None;
+        for key in &keys {
+            if !d.store.record_delivery(key, &link.app)? && seen.is_none() {
+                seen = Some((key, d.store.delivery_deployment(key, &link.app)?));
             }
+        }
+        if let Some((key, earlier)) = seen {
+            let what = match key.strip_prefix(PAYLOAD_KEY) {
+                Some(_) => "this payload".to_string(),
+                None => format!("delivery {key}"),
+            };
+            reasons.push(format!(
+                "{}: {what} was taken before{}",
+                link.app,
+                earlier
+                    .map(|dep| format!(" (deployment {dep})"))
+                    .unwrap_or_default()
+            ));
+            continue;
         }
         let new = NewDeployment {
             source: format!("github {branch} {}", &after[..7]),
@@ -310,9 +332,9 @@ pub async fn webhook(
             git_branch: Some(branch.to_string()),
         };
         let created = super::server::enqueue_deployment(&d, &link.app, &new, None).await?;
-        if let Some(id) = &delivery {
+        for key in &keys {
             d.store
-                .set_delivery_deployment(id, &link.app, created.deployment.id)?;
+                .set_delivery_deployment(key, &link.app, created.deployment.id)?;
         }
         answer
             .deployed
