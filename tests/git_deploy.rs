@@ -112,6 +112,19 @@ fn deployments(w: &World, app: &str) -> Vec<serde_json::Value> {
 fn a_push_deploys_and_a_failing_one_is_rejected_with_the_branch_unmoved() {
     let p = Platform::start_with("", &[]);
     let w = &p.world;
+    // A pack far larger than a JSON request may be: 4 MB that do not compress.
+    let repo = w.dir.path().join("site");
+    std::fs::create_dir_all(repo.join("www")).unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(repo.join("www/noise.bin"), &noise).unwrap();
     let (repo, first) = app_with_remote(w, "site", "one", "http");
 
     // A push deploys: the build's output reaches the pusher as it happens.
