@@ -369,13 +369,17 @@ fn github_pushes_deploy_the_signed_commit_once_and_nothing_else() {
         "-a",
         "shop",
         "--repo",
-        &format!("{url}.git"),
+        // As for a private repository: a token in the URL, which nothing shows again.
+        &format!("{}.git", url.replace("http://", "http://bot:t0ken%21@")),
         "--branch",
         "main",
         "--secret",
         secret,
     ]);
-    assert!(out.contains("/hooks/github"), "{out}");
+    assert!(
+        out.contains("/hooks/github") && !out.contains("t0ken"),
+        "{out}"
+    );
     assert!(w
         .ok(&["integrations", "-a", "shop"])
         .contains("pushes to main deploy"));
@@ -384,6 +388,8 @@ fn github_pushes_deploy_the_signed_commit_once_and_nothing_else() {
         info.contains(&format!("pushes to main of {url}.git")),
         "{info}"
     );
+    let json = w.ok(&["info", "-a", "shop", "--json"]);
+    assert!(!json.contains("t0ken") && !json.contains(secret), "{json}");
 
     // GitHub's ping when the webhook is made.
     let ping = serde_json::json!({

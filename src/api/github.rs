@@ -56,7 +56,9 @@ pub async fn link(
         created_at: String::new(),
     };
     d.store.set_github_link(&link)?;
-    let link = d.store.github_link(&app)?.unwrap_or(link);
+    let mut link = d.store.github_link(&app)?.unwrap_or(link);
+    // A token in the URL stays in the store: answers never show it.
+    link.repo = git::without_credentials(&link.repo);
     d.log(
         &app,
         super::deploy::DEPLOY_PROCESS,

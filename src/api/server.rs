@@ -238,7 +238,10 @@ async fn app_info(State(d): D, Path(app): Path<String>) -> ApiResult<Json<AppInf
         last_deployment: d.store.deployments(&app)?.into_iter().next(),
         config_vars: a.config.len(),
         deploy_branch: a.deploy_branch,
-        github: d.store.github_link(&app)?,
+        github: d.store.github_link(&app)?.map(|mut l| {
+            l.repo = git::without_credentials(&l.repo);
+            l
+        }),
         name: a.name,
         created_at: a.created_at,
         release,

@@ -292,8 +292,15 @@ pub fn git_hook(config: &Config, a: GitHookArgs) -> anyhow::Result<u8> {
     if !git::is_commit_id(&update.new) {
         bail!("git gave the hook {:?}, which is no commit id", update.new);
     }
-    let _ = &update.old;
-    println!("-----> Deploying {branch} ({}) to {app}", &update.new[..7]);
+    let was = if is_zero(&update.old) {
+        "a new branch".to_string()
+    } else {
+        format!("was {}", &update.old[..7.min(update.old.len())])
+    };
+    println!(
+        "-----> Deploying {branch} ({}, {was}) to {app}",
+        &update.new[..7]
+    );
     let source = checkout_pushed(config, &update.new)?;
     let packed = pack_dir(&source.path().join("src"))?;
     drop(source);

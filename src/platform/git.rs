@@ -39,9 +39,11 @@ const MAX_SUBMODULE_DEPTH: usize = 4;
 /// Submodules in one checkout, all levels together.
 const MAX_SUBMODULES: usize = 50;
 
-/// The environment a hook gets from `git receive-pack`: a command run for another
-/// repository (a submodule) must not inherit it.
-const REPOSITORY_ENV: [&str; 9] = [
+/// The environment a hook gets from `git receive-pack` (and the platform's own config for
+/// it): a command run for another repository (a submodule) must not inherit it.
+const REPOSITORY_ENV: [&str; 11] = [
+    "GIT_CONFIG_COUNT",
+    "GIT_CONFIG_PARAMETERS",
     "GIT_DIR",
     "GIT_WORK_TREE",
     "GIT_INDEX_FILE",
@@ -249,8 +251,10 @@ pub fn fetch_branch(git_dir: &Path, url: &str, branch: &str) -> Result<String> {
     check_url(url, "repository")?;
     check_branch_name(branch).map_err(GitError::Refused)?;
     let local = format!("refs/remotes/linked/{branch}");
+    let (plain, auth) = split_credentials(url);
     run(
         git()
+            .envs(auth)
             .arg("--git-dir")
             .arg(git_dir)
             .args([
@@ -260,10 +264,10 @@ pub fn fetch_branch(git_dir: &Path, url: &str, branch: &str) -> Result<String> {
                 "--force",
                 "--recurse-submodules=no",
                 "--",
-                url,
+                &plain,
             ])
             .arg(format!("+refs/heads/{branch}:{local}")),
-        &format!("fetch of {branch} from {}", without_credentials(url)),
+        &format!("fetch of {branch} from {plain}"),
     )?;
     resolve_commit(git_dir, &local)
 }
@@ -278,6 +282,61 @@ pub fn without_credentials(url: &str) -> String {
         }
         None => url.to_string(),
     }
+}
+
+/// `url` without its `user:password@`, and the environment that hands them to git as an
+/// `Authorization` header instead: a command line is readable by every local user
+/// (`/proc/PID/cmdline`), a process's environment only by its owner.
+fn split_credentials(url: &str) -> (String, Vec<(String, String)>) {
+    let plain = without_credentials(url);
+    let userinfo = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .map(|(userinfo, _)| userinfo);
+    let Some(userinfo) = userinfo else {
+        return (plain, Vec::new());
+    };
+    let decoded = percent_decode(userinfo);
+    let pair = if decoded.contains(':') {
+        decoded
+    } else {
+        format!("{decoded}:")
+    };
+    let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pair);
+    let env = vec![
+        ("GIT_CONFIG_COUNT".into(), "1".into()),
+        ("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into()),
+        (
+            "GIT_CONFIG_VALUE_0".into(),
+            format!("Authorization: Basic {basic}"),
+        ),
+    ];
+    (plain, env)
+}
+
+/// `%XX` escapes decoded (as URLs carry user names and passwords); others kept.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A URL the platform fetches from: https, http or git, printable, no spaces.
@@ -436,16 +495,14 @@ fn checkout_level(
         let url = absolute_submodule_url(url, base_url, &link.path)?;
         check_url(&url, &format!("submodule {}", link.path))?;
         let clone = scratch.join(format!("sub-{}.git", budget.submodules));
+        let (plain, auth) = split_credentials(&url);
         run(
             git()
+                .envs(auth)
                 .args(["clone", "--quiet", "--bare", "--no-tags", "--"])
-                .arg(&url)
+                .arg(&plain)
                 .arg(&clone),
-            &format!(
-                "clone of submodule {} from {}",
-                link.path,
-                without_credentials(&url)
-            ),
+            &format!("clone of submodule {} from {plain}", link.path),
         )?;
         if resolve_commit(&clone, &link.id).is_err() {
             return Err(GitError::Refused(format!(
@@ -690,6 +747,22 @@ mod tests {
         ] {
             assert!(check_url(bad, "x").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn credentials_go_to_a_header_not_the_command_line() {
+        let (plain, env) = split_credentials("https://ghp_abc%21@github.com/a/b.git");
+        assert_eq!(plain, "https://github.com/a/b.git");
+        let header = &env
+            .iter()
+            .find(|(k, _)| k == "GIT_CONFIG_VALUE_0")
+            .unwrap()
+            .1;
+        // base64("ghp_abc!:")
+        assert_eq!(header, "Authorization: Basic Z2hwX2FiYyE6");
+        let (plain, env) = split_credentials("https://github.com/a/b.git");
+        assert_eq!(plain, "https://github.com/a/b.git");
+        assert!(env.is_empty());
     }
 
     #[test]
