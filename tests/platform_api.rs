@@ -124,6 +124,10 @@ impl Runner for Fake {
             .unwrap_or_default()
     }
 
+    fn cron(&self, _app: &str) -> Vec<slipway::api::runner::CronJobInfo> {
+        Vec::new()
+    }
+
     fn one_off(
         &self,
         release: &Release,

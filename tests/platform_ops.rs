@@ -298,3 +298,33 @@ fn with_the_daemon_gone_a_killed_web_container_is_skipped_and_quarantined_by_the
         .expect("web-2 runs again");
     assert_ne!(back["pid"].as_i64().unwrap() as i32, pid);
 }
+
+#[test]
+fn scheduled_jobs_are_listed_with_their_next_run() {
+    let p = Platform::start();
+    let w = &p.world;
+    w.ok(&["create", "jobs"]);
+    let out = w.ok(&["cron", "-a", "jobs"]);
+    assert!(out.contains("no scheduled jobs"), "{out}");
+    let src = w.dir.path().join("src-jobs");
+    write_app(&src, "one");
+    std::fs::write(
+        src.join("cron.json"),
+        r#"{"jobs": [{"command": "0 3 1 1 * echo happy new year", "size": "S"}]}"#,
+    )
+    .unwrap();
+    w.ok(&["deploy", "-a", "jobs", src.to_str().unwrap()]);
+    let table = w.ok(&["cron", "-a", "jobs"]);
+    assert!(
+        table.contains("0 3 1 1 *") && table.contains("echo happy new year"),
+        "{table}"
+    );
+    let jobs: serde_json::Value =
+        serde_json::from_str(&w.ok(&["cron", "-a", "jobs", "--json"])).unwrap();
+    let job = &jobs[0];
+    assert_eq!(job["size"], "S", "{jobs}");
+    assert!(job["last_run"].is_null(), "{jobs}");
+    let next = job["next_run"].as_str().unwrap();
+    assert!(next.contains("-01-01T03:00:00"), "{next}");
+    assert!(w.fails(&["cron", "-a", "nope"]).contains("no app nope"));
+}

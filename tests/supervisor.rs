@@ -478,7 +478,7 @@ fn a_cron_job_runs_when_the_clock_says_so() {
         .unwrap();
     assert!(cp.success());
     std::fs::write(
-        with_cron.join("cron.json"),
+        with_cron.join("app/cron.json"),
         r#"{"jobs":[{"command":"* * * * * echo cron-ran-$CONTAINER","size":"S"},{"command":"0 3 * * * echo nightly"}]}"#,
     )
     .unwrap();

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 pub use crate::supervisor::size::SIZE_NAMES;
 pub use crate::supervisor::{
-    BadSize, ContainerInfo, Events, Formation, OneOffMode, Release, RolloutError, Scale, Size,
+    BadSize, ContainerInfo, CronJobInfo, Events, Formation, OneOffMode, Release, RolloutError,
+    Scale, Size,
 };
 use crate::supervisor::{Supervisor, SupervisorError};
 
@@ -66,6 +67,8 @@ pub trait Runner: Send + Sync + 'static {
     fn stop_app(&self, app: &str) -> Result<(), RunnerError>;
     /// The app's containers.
     fn ps(&self, app: &str) -> Vec<ContainerInfo>;
+    /// The scheduled jobs of the app's current release, with their last and next runs.
+    fn cron(&self, app: &str) -> Vec<CronJobInfo>;
     /// Starts a one-off container of `release` running `command`.
     fn one_off(
         &self,
@@ -101,6 +104,10 @@ impl Runner for Supervisor {
 
     fn ps(&self, app: &str) -> Vec<ContainerInfo> {
         Supervisor::ps(self, app)
+    }
+
+    fn cron(&self, app: &str) -> Vec<CronJobInfo> {
+        Supervisor::cron(self, app)
     }
 
     fn one_off(

@@ -10,6 +10,7 @@
 //! | `GET`, `PATCH /v1/apps/APP/config` | config vars, `{"set":{…},"unset":[…]}` |
 //! | `GET`, `PATCH /v1/apps/APP/formation` | formation, `{"changes":[…]}` |
 //! | `GET /v1/apps/APP/ps`, `POST /v1/apps/APP/restart` | containers, `{"target"}` |
+//! | `GET /v1/apps/APP/cron` | scheduled jobs (cron.json) with their last and next runs |
 //! | `POST /v1/apps/APP/run` | one-off (`Upgrade: slipway-attach` when attached) |
 //! | `GET`, `POST /v1/apps/APP/domains`, `DELETE …/domains/DOMAIN` | custom domains |
 //! | `GET /v1/apps/APP/logs?lines=N&follow=true&ps=web` | logs |
@@ -78,6 +79,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
             get(get_formation).patch(patch_formation),
         )
         .route("/apps/{app}/ps", get(ps))
+        .route("/apps/{app}/cron", get(cron))
         .route("/apps/{app}/restart", post(restart))
         .route("/apps/{app}/run", post(super::attach::run))
         .route("/apps/{app}/domains", get(list_domains).post(add_domain))
@@ -919,6 +921,18 @@ async fn ps(State(d): D, Path(app): Path<String>) -> ApiResult<Json<PsList>> {
         .await
         .map_err(blocking_error)?;
     Ok(Json(PsList { containers }))
+}
+
+async fn cron(
+    State(d): D,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<super::runner::CronJobInfo>>> {
+    existing_app(&d, &app)?;
+    let runner = d.runner.clone();
+    let jobs = tokio::task::spawn_blocking(move || runner.cron(&app))
+        .await
+        .map_err(blocking_error)?;
+    Ok(Json(jobs))
 }
 
 async fn restart(

@@ -101,6 +101,27 @@ pub fn ps(client: &Client, a: PsArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// `slipway cron -a APP`: the jobs of the app's cron.json, with their last and next runs.
+pub fn cron(client: &Client, a: PsArgs) -> anyhow::Result<u8> {
+    let app = a.app.resolve(None)?;
+    super::api::show_list(
+        client,
+        &format!("/v1/apps/{}/cron", encode(&app)),
+        a.json,
+        &format!("{app} has no scheduled jobs: add a cron.json at the app's root (`{{\"jobs\": [{{\"command\": \"0 3 * * * ./job\"}}]}}`) and deploy."),
+        &["SCHEDULE", "COMMAND", "SIZE", "LAST RUN", "NEXT RUN"],
+        |j: &slipway::api::runner::CronJobInfo| {
+            vec![
+                j.schedule.clone(),
+                j.command.clone(),
+                j.size.name().to_string(),
+                j.last_run.clone().unwrap_or("-".into()),
+                j.next_run.clone().unwrap_or("-".into()),
+            ]
+        },
+    )
+}
+
 pub fn restart(client: &Client, a: RestartArgs) -> anyhow::Result<u8> {
     let app = a.app.resolve(None)?;
     let _: serde_json::Value = runtime()?.block_on(client.json(

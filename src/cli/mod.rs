@@ -159,6 +159,8 @@ pub enum Command {
     Scale(formation::ScaleArgs),
     /// List an app's containers.
     Ps(formation::PsArgs),
+    /// List an app's scheduled jobs (cron.json) with their last and next runs.
+    Cron(formation::PsArgs),
     /// Restart an app's containers, one process type's, or one container.
     Restart(formation::RestartArgs),
     /// Run a command in a one-off container: `run -a APP -- bash`.
@@ -280,6 +282,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Env(a) => config_vars::env(&client()?, a),
         Command::Scale(a) => formation::scale(&client()?, a),
         Command::Ps(a) => formation::ps(&client()?, a),
+        Command::Cron(a) => formation::cron(&client()?, a),
         Command::Restart(a) => formation::restart(&client()?, a),
         Command::Run(a) => run::run(&client()?, a),
         Command::Domains(a) => domains::domains(&client()?, a),

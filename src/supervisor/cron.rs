@@ -84,9 +84,10 @@ pub struct CronJobInfo {
     pub next_run: Option<String>,
 }
 
-/// The jobs of the app whose slug is unpacked at `slug_dir` (none without a cron.json).
+/// The jobs of the app whose slug is unpacked at `slug_dir` (none without a cron.json at the
+/// app's root, the slug's `app/`).
 pub fn read_jobs(slug_dir: &Path) -> Result<Vec<Job>, CronError> {
-    let path = slug_dir.join("cron.json");
+    let path = slug_dir.join("app").join("cron.json");
     let meta = match std::fs::symlink_metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -440,7 +441,16 @@ mod tests {
         }
         let d = tempfile::tempdir().unwrap();
         assert!(read_jobs(d.path()).unwrap().is_empty());
-        std::os::unix::fs::symlink("/etc/passwd", d.path().join("cron.json")).unwrap();
+        std::fs::create_dir(d.path().join("app")).unwrap();
+        assert!(read_jobs(d.path()).unwrap().is_empty());
+        std::fs::write(
+            d.path().join("app/cron.json"),
+            r#"{"jobs":[{"command":"0 3 * * * ./job"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(read_jobs(d.path()).unwrap().len(), 1);
+        std::fs::remove_file(d.path().join("app/cron.json")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("app/cron.json")).unwrap();
         assert!(read_jobs(d.path()).is_err());
     }
 }
