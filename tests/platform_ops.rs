@@ -310,7 +310,8 @@ fn scheduled_jobs_are_listed_with_their_next_run() {
     write_app(&src, "one");
     std::fs::write(
         src.join("cron.json"),
-        r#"{"jobs": [{"command": "0 3 1 1 * echo happy new year", "size": "S"}]}"#,
+        r#"{"jobs": [{"command": "0 3 1 1 * echo happy new year", "size": "S"},
+                     {"command": "* * * * * echo cron-ran-in-$CONTAINER"}]}"#,
     )
     .unwrap();
     w.ok(&["deploy", "-a", "jobs", src.to_str().unwrap()]);
@@ -327,4 +328,18 @@ fn scheduled_jobs_are_listed_with_their_next_run() {
     let next = job["next_run"].as_str().unwrap();
     assert!(next.contains("-01-01T03:00:00"), "{next}");
     assert!(w.fails(&["cron", "-a", "nope"]).contains("no app nope"));
+
+    // The every-minute job runs within a minute, as a one-off of the release, its output in
+    // the app's logs.
+    w.eventually(
+        "the every-minute job to run",
+        Duration::from_secs(90),
+        || {
+            w.ok(&["logs", "-a", "jobs", "-n", "500"])
+                .contains("cron-ran-in-")
+        },
+    );
+    let jobs: serde_json::Value =
+        serde_json::from_str(&w.ok(&["cron", "-a", "jobs", "--json"])).unwrap();
+    assert!(jobs[1]["last_run"].is_string(), "{jobs}");
 }
