@@ -21,7 +21,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn new_env() -> BuildEnv {
-    BuildEnv::new("slwc", 200)
+    BuildEnv::new("slwc", 214)
 }
 
 /// `slipway build DIR --json -a APP ARGS`: (success, build output, result JSON).

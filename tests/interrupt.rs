@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use build_support::*;
 
 fn new_env() -> BuildEnv {
-    BuildEnv::new("slwi", 190)
+    BuildEnv::new("slwi", 160)
 }
 
 /// Builds fixture `app` and returns its slug id.

@@ -150,13 +150,18 @@ pub fn run(config: &Config, a: SlugRunArgs) -> anyhow::Result<u8> {
 fn announce_when_listening(addr: SocketAddr, process: &str) {
     let process = process.to_string();
     std::thread::spawn(move || {
-        for _ in 0..600 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 let _ = writeln!(std::io::stdout(), "{process} listening on http://{addr}");
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        eprintln!(
+            "{process} has not accepted connections on {addr} for 2 minutes: does it listen on $PORT ({}), on all addresses (0.0.0.0)?",
+            addr.port()
+        );
     });
 }
 

@@ -32,9 +32,16 @@ pub struct BuildEnv {
 }
 
 impl BuildEnv {
-    /// `tag` (4 characters) starts the bridge name and `second_octet` the subnets of this
-    /// test binary, so that binaries running side by side never share a network.
+    /// `tag` (4 characters) starts the bridge name, and the subnets of this test binary are
+    /// `10.B.N.0/24` with B from `second_octet` to 39 above it: pick a range that stays clear
+    /// of the other test binaries' and of slipway's own defaults (10.209 and 10.210), which a
+    /// slipway installed on the same host is using.
     pub fn new(tag: &str, second_octet: u32) -> BuildEnv {
+        assert!(
+            !(second_octet..second_octet + 40).any(|b| b == 209 || b == 210),
+            "test subnets 10.{second_octet}-{}.x.x would meet slipway's default networks",
+            second_octet + 39
+        );
         assert!(
             nix::unistd::Uid::effective().is_root(),
             "build tests need root (containers, mounts, networks): run them as root"
@@ -121,18 +128,41 @@ impl BuildEnv {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // Its lines, read by a thread: waiting for the announcement has a deadline, so a port
+        // that never answers fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut rest = Vec::new();
+            let mut announced = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if announced {
+                    rest.push(line);
+                } else {
+                    announced = line.contains("listening on http://");
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+            rest.join("\n")
+        });
         // Announced once the port accepts connections; the app may print before that.
+        let deadline = Instant::now() + Duration::from_secs(180);
         let mut early = Vec::new();
         let first = loop {
-            let line = lines
-                .next()
-                .unwrap_or_else(|| panic!("slug run ended early:\n{}", early.join("\n")))
-                .unwrap();
-            if line.contains("listening on http://") {
-                break line;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("listening on http://") => break line,
+                Ok(line) => early.push(line),
+                Err(_) => {
+                    stop(&mut child);
+                    panic!(
+                        "slug run never announced a listening port:\n{}",
+                        early.join("\n")
+                    );
+                }
             }
-            early.push(line);
         };
         let addr = first
             .split_whitespace()
@@ -140,8 +170,17 @@ impl BuildEnv {
             .unwrap()
             .trim_start_matches("http://")
             .to_string();
-        let log =
-            std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+        // Its stderr is drained too: a full pipe would stop it.
+        let mut stderr = child.stderr.take().unwrap();
+        let errors = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let log = std::thread::spawn(move || {
+            let out = reader.join().unwrap_or_default();
+            format!("{out}\n{}", errors.join().unwrap_or_default())
+        });
         SlugRun { child, addr, log }
     }
 }
