@@ -240,6 +240,45 @@ fn a_push_deploys_and_a_failing_one_is_rejected_with_the_branch_unmoved() {
     assert!(out.contains("Checked out 1 submodule"), "{out}");
     p.answers_at("site", "/lib/lib.txt", "from the submodule");
 
+    // A link out of the source to the host's secrets stays a link: it is resolved inside
+    // the container, never on the host, so the host's file is not served.
+    std::os::unix::fs::symlink("/etc/shadow", repo.join("www/leak")).unwrap();
+    commit_all(w, &repo, "a link out");
+    git_ok(w, &repo, &["push", "slipway", "main"]);
+    p.answers_at("site", "/lib/lib.txt", "from the submodule");
+    let host_secret = std::fs::read_to_string("/etc/shadow").unwrap();
+    let first_line = host_secret.lines().next().unwrap();
+    match p.get_path("site", "/leak") {
+        Ok(body) => assert!(
+            !body.contains(first_line),
+            "the host's /etc/shadow was served"
+        ),
+        Err(e) => assert!(!e.contains(first_line), "{e}"),
+    }
+
+    // A submodule URL that would run a program is refused, naming it; the site still serves.
+    let served_before = remote_head(w, &repo, "main");
+    git_ok(
+        w,
+        &repo,
+        &[
+            "config",
+            "-f",
+            ".gitmodules",
+            "submodule.www/lib.url",
+            "ext::sh -c touch% /tmp/slipway-pwned",
+        ],
+    );
+    commit_all(w, &repo, "a hostile submodule URL");
+    let (ok, out) = git(w, &repo, &["push", "slipway", "main"]);
+    assert!(!ok && out.contains("is not allowed"), "{out}");
+    assert!(!Path::new("/tmp/slipway-pwned").exists());
+    assert_eq!(remote_head(w, &repo, "main"), served_before);
+    assert_eq!(
+        p.get_path("site", "/lib/lib.txt").unwrap().trim(),
+        "from the submodule"
+    );
+
     // Destroying the app removes its repository.
     w.ok(&["destroy", "site", "--confirm", "site"]);
     assert!(!w.data().join("git/site.git").exists());

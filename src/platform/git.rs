@@ -676,6 +676,75 @@ fn real_dir_below(dest: &Path, rel: &str) -> Result<PathBuf> {
 mod tests {
     use super::*;
 
+    /// A bare repository whose one commit holds `files` (path, content) and a link
+    /// `out -> /etc`: its commit id.
+    fn repo_with(dir: &Path, files: &[(&str, &str)]) -> String {
+        let work = dir.join("work");
+        for (path, text) in files {
+            let p = work.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        std::os::unix::fs::symlink("/etc", work.join("out")).unwrap();
+        let git_in = |args: &[&str]| {
+            let out = git()
+                .current_dir(&work)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        git_in(&["init", "-q"]);
+        git_in(&["add", "-A"]);
+        git_in(&["commit", "-q", "-m", "x"]);
+        git_in(&["rev-parse", "HEAD"])
+    }
+
+    #[test]
+    fn a_checkout_is_bounded_before_anything_is_written_and_keeps_links_as_links() {
+        let d = tempfile::tempdir().unwrap();
+        let commit = repo_with(
+            d.path(),
+            &[
+                ("a.txt", &"a".repeat(1000)),
+                ("dir/b.txt", &"b".repeat(1000)),
+            ],
+        );
+        let git_dir = d.path().join("work/.git");
+        let limits = |bytes, entries| ArchiveLimits {
+            max_archive_bytes: 1 << 20,
+            max_unpacked_bytes: bytes,
+            max_entries: entries,
+        };
+        for (bytes, entries, says) in [(1500, 100, "bytes"), (1 << 20, 2, "too many files")] {
+            let dest = d.path().join(format!("dest-{bytes}-{entries}"));
+            let e = checkout(&git_dir, &commit, &dest, &limits(bytes, entries), &[], None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{e}");
+            assert!(!dest.exists(), "{} was written", dest.display());
+        }
+        let dest = d.path().join("dest");
+        assert_eq!(
+            checkout(&git_dir, &commit, &dest, &limits(1 << 20, 100), &[], None).unwrap(),
+            0
+        );
+        assert_eq!(
+            std::fs::read_to_string(dest.join("dir/b.txt"))
+                .unwrap()
+                .len(),
+            1000
+        );
+        // The link is checked out as a link, never followed.
+        let link = std::fs::symlink_metadata(dest.join("out")).unwrap();
+        assert!(link.file_type().is_symlink());
+        assert!(!dest.join("passwd").exists());
+        // Only full commit ids.
+        assert!(checkout(&git_dir, "HEAD", &dest, &limits(1 << 20, 100), &[], None).is_err());
+    }
+
     #[test]
     fn commit_ids_are_full_lower_case_hex() {
         assert!(is_commit_id(&"a".repeat(40)));
